@@ -1,0 +1,55 @@
+"""The immutable plan of a saga: what a journal records when the saga starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .context import StepKind
+from .operation import Call
+from .retry import RetryPolicy
+
+__all__ = ["CrashPolicy", "Mode", "SagaPlan", "StepPlan"]
+
+Mode = Literal["orchestrated", "choreographed"]
+CrashPolicy = Literal["resume", "compensate"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepPlan:
+    """One operation of a saga, with its retry policies resolved."""
+
+    index: int
+    name: str
+    action: Call
+    compensation: Call | None
+    retry: RetryPolicy
+    compensation_retry: RetryPolicy
+
+    def call(self, kind: StepKind) -> Call | None:
+        return self.action if kind == "action" else self.compensation
+
+    def policy(self, kind: StepKind) -> RetryPolicy:
+        return self.retry if kind == "action" else self.compensation_retry
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SagaPlan:
+    """Everything needed to run (or rebuild) a saga."""
+
+    saga_id: str
+    name: str | None
+    mode: Mode
+    steps: tuple[StepPlan, ...]
+    on_crash: CrashPolicy = "resume"
+    #: interrupted attempts (process died mid-step) tolerated per step before giving up
+    max_interruptions: int = 3
+
+    @property
+    def is_async(self) -> bool:
+        return any(
+            call.is_async
+            for step in self.steps
+            for call in (step.action, step.compensation)
+            if call is not None
+        )
