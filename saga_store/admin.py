@@ -1,0 +1,107 @@
+"""What a person does to a saga by hand: re-drive it, or mark it handled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from micro_saga import clock
+
+from .db import translate_errors
+from .errors import InvalidTransition, SagaNotFound
+from .tables import attempts, events, sagas
+
+__all__ = ["prepare_retry", "resolve"]
+
+
+def prepare_retry(engine: Engine, saga_id: str, worker: str) -> str:
+    """Make a failed or parked saga recoverable again; returns what was done.
+
+    A failed saga goes back to compensating, each compensation that gave up gets one more
+    attempt (due now), and its lease is released so recovery takes it at once. A parked saga
+    is unparked.
+    """
+    now = clock.utcnow()
+    with translate_errors(engine.url), engine.begin() as conn:
+        row = _row(conn, saga_id)
+        values: dict[str, Any] = {"version": row.version + 1, "updated_at": now}
+        if row.status == "failed":
+            values.update(
+                status="compensating",
+                finished_at=None,
+                owner=None,
+                lease_expires_at=None,
+                resolved_at=None,
+                resolution_note=None,
+            )
+            conn.execute(
+                update(attempts)
+                .where(
+                    attempts.c.saga_id == saga_id,
+                    attempts.c.kind == "compensation",
+                    attempts.c.status == "failed",
+                    attempts.c.retry_at.is_(None),
+                )
+                .values(retry_at=now)
+            )
+            detail = "failed compensations re-driven"
+        elif row.parked_at is not None:
+            values.update(parked_at=None, parked_by=None, parked_error=None)
+            detail = f"unparked (was: {row.parked_error})"
+        else:
+            raise InvalidTransition(
+                f"saga {saga_id!r} is {row.status} and not parked: only a failed or parked "
+                "saga can be retried"
+            )
+        _cas(conn, saga_id, row.version, values)
+        _note(conn, saga_id, "retried", worker, detail)
+    return detail
+
+
+def resolve(engine: Engine, saga_id: str, note: str, worker: str) -> None:
+    """Mark a failed (or parked) saga as handled by a person; the note stays in its history."""
+    if not isinstance(note, str) or not note.strip():
+        raise ValueError("a resolution needs a note saying what was done (--note TEXT)")
+    now = clock.utcnow()
+    with translate_errors(engine.url), engine.begin() as conn:
+        row = _row(conn, saga_id)
+        if row.status != "failed" and row.parked_at is None:
+            raise InvalidTransition(
+                f"saga {saga_id!r} is {row.status}: only a failed or parked saga can be "
+                "resolved by hand"
+            )
+        values: dict[str, Any] = {
+            "version": row.version + 1,
+            "updated_at": now,
+            "resolved_at": now,
+            "resolution_note": note,
+        }
+        if row.status != "failed":
+            # a parked saga handled by hand must not be picked up again by recovery
+            values.update(status="failed", finished_at=now, owner=None, lease_expires_at=None)
+        _cas(conn, saga_id, row.version, values)
+        _note(conn, saga_id, "resolved", worker, note)
+
+
+def _row(conn: Connection, saga_id: str) -> Any:
+    row = conn.execute(select(sagas).where(sagas.c.id == saga_id)).one_or_none()
+    if row is None:
+        raise SagaNotFound(f"no saga with id {saga_id!r}")
+    return row
+
+
+def _cas(conn: Connection, saga_id: str, version: int, values: dict[str, Any]) -> None:
+    done = conn.execute(
+        update(sagas).where(sagas.c.id == saga_id, sagas.c.version == version).values(values)
+    )
+    if done.rowcount != 1:
+        raise InvalidTransition(f"saga {saga_id!r} changed meanwhile; try again")
+
+
+def _note(conn: Connection, saga_id: str, kind: str, worker: str, detail: str) -> None:
+    conn.execute(
+        insert(events).values(
+            saga_id=saga_id, at=clock.utcnow(), kind=kind, worker=worker, detail=detail
+        )
+    )

@@ -1,0 +1,125 @@
+"""Plans to journal text and back, through the registry and the serializer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from micro_saga.operation import Call
+from micro_saga.plan import SagaPlan, StepPlan
+from micro_saga.retry import ErrorSpec, RetryPolicy, error_name
+
+from .errors import SerializationError
+from .registry import Registry
+from .serialize import Serializer
+
+__all__ = ["PLAN_FORMAT", "decode_plan", "encode_plan"]
+
+PLAN_FORMAT = 1
+
+
+def encode_plan(plan: SagaPlan, registry: Registry, serializer: Serializer) -> str:
+    """The plan as journal text; refuses unregistered functions and unstorable arguments."""
+    steps = []
+    for step in plan.steps:
+        steps.append(
+            {
+                "name": step.name,
+                "action": _encode_call(step.action, step, "action", registry, serializer),
+                "compensation": None
+                if step.compensation is None
+                else _encode_call(step.compensation, step, "compensation", registry, serializer),
+                "retry": _encode_policy(step.retry),
+                "compensation_retry": _encode_policy(step.compensation_retry),
+            }
+        )
+    return serializer.dumps(
+        {
+            "format": PLAN_FORMAT,
+            "saga_id": plan.saga_id,
+            "name": plan.name,
+            "mode": plan.mode,
+            "on_crash": plan.on_crash,
+            "max_interruptions": plan.max_interruptions,
+            "steps": steps,
+        }
+    )
+
+
+def decode_plan(text: str, registry: Registry, serializer: Serializer) -> SagaPlan:
+    """Rebuild a plan from journal text; raises UnregisteredFunction or SerializationError."""
+    data = serializer.loads(text)
+    try:
+        if data.get("format") != PLAN_FORMAT:
+            raise SerializationError(f"unknown plan format {data.get('format')!r}")
+        steps = tuple(
+            StepPlan(
+                index=i,
+                name=s["name"],
+                action=_decode_call(s["action"], registry),
+                compensation=None
+                if s["compensation"] is None
+                else _decode_call(s["compensation"], registry),
+                retry=_decode_policy(s["retry"]),
+                compensation_retry=_decode_policy(s["compensation_retry"]),
+            )
+            for i, s in enumerate(data["steps"])
+        )
+        return SagaPlan(
+            saga_id=data["saga_id"],
+            name=data["name"],
+            mode=data["mode"],
+            steps=steps,
+            on_crash=data["on_crash"],
+            max_interruptions=data["max_interruptions"],
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise SerializationError(f"the journaled plan is malformed: {exc!r}") from None
+
+
+def _encode_call(
+    call: Call, step: StepPlan, kind: str, registry: Registry, serializer: Serializer
+) -> dict[str, Any]:
+    name = registry.name_of(call.func)
+    for position, value in [*enumerate(call.args, 1), *call.kwargs.items()]:
+        try:
+            serializer.dumps(value)
+        except SerializationError as exc:
+            where = f"argument {position}" if isinstance(position, int) else f"argument {position}="
+            raise SerializationError(
+                f"{where} of the {kind} of step {step.index} ({step.name!r}): {exc}"
+            ) from None
+    return {"fn": name, "args": list(call.args), "kwargs": call.kwargs}
+
+
+def _decode_call(data: dict[str, Any], registry: Registry) -> Call:
+    return Call(registry.resolve(data["fn"]), tuple(data["args"]), dict(data["kwargs"]))
+
+
+def _encode_policy(policy: RetryPolicy) -> dict[str, Any]:
+    return {
+        "attempts": policy.attempts,
+        "backoff": policy.backoff,
+        "delay": policy.delay,
+        "multiplier": policy.multiplier,
+        "max_delay": policy.max_delay,
+        "jitter": policy.jitter,
+        "retry_on": [_spec_name(s) for s in policy.retry_on],
+        "never_retry_on": [_spec_name(s) for s in policy.never_retry_on],
+    }
+
+
+def _decode_policy(data: dict[str, Any]) -> RetryPolicy:
+    return RetryPolicy(
+        attempts=data["attempts"],
+        backoff=data["backoff"],
+        delay=data["delay"],
+        multiplier=data["multiplier"],
+        max_delay=data["max_delay"],
+        jitter=data["jitter"],
+        retry_on=tuple(data["retry_on"]),
+        never_retry_on=tuple(data["never_retry_on"]),
+    )
+
+
+def _spec_name(spec: ErrorSpec) -> str:
+    return spec if isinstance(spec, str) else error_name(spec)

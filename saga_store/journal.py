@@ -1,0 +1,404 @@
+"""The SQL journal: micro_saga's Journal protocol on SQLAlchemy Core, with leases and fencing.
+
+Every write of a running saga is a compare-and-set on ``saga_sagas.version``: the version this
+process last wrote. A worker whose saga was claimed by another (its lease expired) finds the
+version moved, gets LeaseLostError, and touches that saga no more.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import exc as sa_exc
+
+from micro_saga import clock
+from micro_saga.errors import LeaseLostError, SagaAlreadyRunning, SagaDefinitionError
+from micro_saga.plan import SagaPlan
+from micro_saga.state import (
+    AttemptFinished,
+    AttemptStarted,
+    Event,
+    SagaFinished,
+    SagaStarted,
+    SagaState,
+    StatusChanged,
+)
+
+from .codec import encode_plan
+from .db import translate_errors
+from .leases import Heartbeat
+from .records import decode_state
+from .registry import Registry
+from .serialize import Serializer
+from .tables import attempts, sagas
+
+__all__ = ["SqlJournal"]
+
+log = logging.getLogger("saga_store")
+
+_FINISH = (
+    update(attempts)
+    .where(
+        attempts.c.saga_id == bindparam("b_saga"),
+        attempts.c.kind == bindparam("b_kind"),
+        attempts.c.step == bindparam("b_step"),
+        attempts.c.attempt == bindparam("b_attempt"),
+    )
+    .values(
+        status=bindparam("status"),
+        finished_at=bindparam("finished_at"),
+        result=bindparam("result"),
+        error_type=bindparam("error_type"),
+        error_message=bindparam("error_message"),
+        error_traceback=bindparam("error_traceback"),
+        retry_at=bindparam("retry_at"),
+    )
+)
+
+
+@dataclass(slots=True, kw_only=True)
+class _Open:
+    """A saga this process is executing: what it last wrote and what waits to be written."""
+
+    plan: SagaPlan
+    version: int
+    new_row: dict[str, Any] | None = None
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+    finishes: list[dict[str, Any]] = field(default_factory=list)
+    saga_changes: dict[str, Any] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    lost: bool = False
+    final: bool = False
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.new_row or self.inserts or self.finishes or self.saga_changes)
+
+
+class SqlJournal:
+    """Journals sagas in SQL; one per SagaStore, shared by all its threads."""
+
+    blocks = True
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        registry: Registry,
+        serializer: Serializer,
+        worker_id: str,
+        lease_seconds: float,
+        heartbeat: bool = True,
+    ) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.serializer = serializer
+        self.worker_id = worker_id
+        self.lease = timedelta(seconds=lease_seconds)
+        self._open: dict[str, _Open | None] = {}
+        self._lock = threading.Lock()
+        self.heartbeat = Heartbeat(self.renew_leases, lease_seconds / 3) if heartbeat else None
+        #: commits made by this journal (the write budget is counted in tests and benchmarks)
+        self.commits = 0
+
+    # -- the Journal protocol ------------------------------------------------------------
+
+    def open(self, plan: SagaPlan) -> SagaState | None:
+        text = encode_plan(plan, self.registry, self.serializer)  # refuse before any I/O
+        with self._lock:
+            if plan.saga_id in self._open:
+                raise SagaAlreadyRunning(
+                    f"saga {plan.saga_id!r} is already being executed in this process"
+                )
+            self._open[plan.saga_id] = None
+        try:
+            entry, state = self._claim(plan, text)
+        except BaseException:
+            with self._lock:
+                self._open.pop(plan.saga_id, None)
+            raise
+        with self._lock:
+            self._open[plan.saga_id] = entry
+        if entry is not None and self.heartbeat is not None:
+            self.heartbeat.ensure_running()
+        return state
+
+    def record(self, events: Sequence[Event], *, durable: bool) -> None:
+        saga_id = _saga_id(events[0])
+        entry = self._entry(saga_id)
+        rows = [self._rows(event) for event in events]  # serialize first: may refuse
+        with entry.lock:
+            if entry.lost:
+                raise _lost(saga_id, self.worker_id)
+            for row in rows:
+                row(entry)
+            if durable:
+                self._flush(entry)
+
+    def release(self, saga_id: str) -> None:
+        with self._lock:
+            entry = self._open.pop(saga_id, None)
+        if entry is None:
+            return
+        with entry.lock:
+            if entry.lost or entry.final:
+                return
+            try:
+                if entry.dirty:
+                    self._flush(entry)
+                # Let recovery take the saga at once instead of waiting for the lease.
+                self._fenced_update(entry, lease_expires_at=clock.utcnow())
+            except (LeaseLostError, SagaAlreadyRunning):
+                return
+            except Exception:
+                log.warning("could not release saga %s; its lease will expire", saga_id)
+
+    # -- leases --------------------------------------------------------------------------
+
+    def open_sagas(self) -> list[str]:
+        with self._lock:
+            return [k for k, v in self._open.items() if v is not None and not v.final]
+
+    def renew_leases(self) -> list[str]:
+        """Extend the lease of every saga this process runs; returns those found lost."""
+        with self._lock:
+            entries = [e for e in self._open.values() if e is not None]
+        lost: list[str] = []
+        for entry in entries:
+            if not entry.lock.acquire(blocking=False):
+                continue  # a write is under way, and it renews the lease itself
+            try:
+                if entry.lost or entry.final or entry.new_row is not None:
+                    continue
+                self._fenced_update(entry)
+            except LeaseLostError:
+                lost.append(entry.plan.saga_id)
+            except Exception:
+                log.warning("lease renewal failed for saga %s", entry.plan.saga_id, exc_info=True)
+            finally:
+                entry.lock.release()
+        return lost
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _claim(self, plan: SagaPlan, text: str) -> tuple[_Open | None, SagaState | None]:
+        now = clock.utcnow()
+        with translate_errors(self.engine.url), self.engine.connect() as conn:
+            row = conn.execute(select(sagas).where(sagas.c.id == plan.saga_id)).one_or_none()
+            if row is None:
+                conn.rollback()
+                return self._new(plan, text, now), None
+            if not _same_calls(row.plan, text, self.serializer):
+                raise SagaDefinitionError(
+                    f"saga id {plan.saga_id!r} already exists with a different plan: "
+                    "a saga id names one business operation; pick a new id for a new one"
+                )
+            state = decode_state(row, _attempt_rows(conn, plan.saga_id), self.serializer)
+            if state.is_final:
+                return None, state
+            expired = row.lease_expires_at is None or row.lease_expires_at <= now
+            if row.owner != self.worker_id and not expired:
+                raise SagaAlreadyRunning(
+                    f"saga {plan.saga_id!r} is being run by worker {row.owner!r} "
+                    f"(lease until {row.lease_expires_at.isoformat()})"
+                )
+            claimed = conn.execute(
+                update(sagas)
+                .where(sagas.c.id == plan.saga_id, sagas.c.version == row.version)
+                .values(
+                    owner=self.worker_id,
+                    lease_expires_at=now + self.lease,
+                    version=row.version + 1,
+                    updated_at=now,
+                    parked_at=None,
+                    parked_by=None,
+                    parked_error=None,
+                )
+            )
+            if claimed.rowcount != 1:
+                raise SagaAlreadyRunning(f"saga {plan.saga_id!r} was claimed by another worker")
+            conn.commit()
+            self.commits += 1
+        return _Open(plan=plan, version=row.version + 1), state
+
+    def _new(self, plan: SagaPlan, text: str, now: datetime) -> _Open:
+        return _Open(
+            plan=plan,
+            version=1,
+            new_row={
+                "id": plan.saga_id,
+                "name": plan.name,
+                "mode": plan.mode,
+                "status": "running",
+                "on_crash": plan.on_crash,
+                "plan": text,
+                "created_at": now,
+                "updated_at": now,
+                "owner": self.worker_id,
+                "lease_expires_at": now + self.lease,
+                "version": 1,
+            },
+        )
+
+    def _entry(self, saga_id: str) -> _Open:
+        with self._lock:
+            entry = self._open.get(saga_id)
+        if entry is None:
+            raise RuntimeError(f"saga {saga_id!r} was not opened by this journal")
+        return entry
+
+    def _rows(self, event: Event) -> Any:
+        """A function that adds the event's rows to an entry (serialization done here)."""
+        dumps = self.serializer.dumps
+        if isinstance(event, SagaStarted):
+            return lambda entry: None
+        if isinstance(event, AttemptStarted):
+            values = {
+                "saga_id": event.saga_id,
+                "step": event.step,
+                "kind": event.kind,
+                "attempt": event.number,
+                "status": "started",
+                "worker": self.worker_id,
+                "started_at": event.at,
+            }
+
+            def started(entry: _Open) -> None:
+                values["step_name"] = entry.plan.steps[event.step].name
+                entry.inserts.append(values)
+                entry.saga_changes["wake_at"] = None
+
+            return started
+        if isinstance(event, AttemptFinished):
+            error = event.error
+            row = {
+                "b_saga": event.saga_id,
+                "b_kind": event.kind,
+                "b_step": event.step,
+                "b_attempt": event.number,
+                "status": event.status,
+                "finished_at": event.at,
+                "result": dumps(event.result) if event.status == "succeeded" else None,
+                "error_type": error.type if error else None,
+                "error_message": error.message if error else None,
+                "error_traceback": error.traceback if error else None,
+                "retry_at": event.retry_at,
+            }
+
+            def finished(entry: _Open) -> None:
+                entry.finishes.append(row)
+                if event.retry_at is not None:
+                    entry.saga_changes["wake_at"] = event.retry_at
+
+            return finished
+        if isinstance(event, StatusChanged):
+            return lambda entry: entry.saga_changes.update(status=event.status)
+        if isinstance(event, SagaFinished):
+            changes = {
+                "status": event.status,
+                "finished_at": event.at,
+                "results": None if event.results is None else dumps(event.results),
+                "error_type": event.error.type if event.error else None,
+                "error_message": event.error.message if event.error else None,
+                "owner": None,
+                "lease_expires_at": None,
+                "wake_at": None,
+            }
+            return lambda entry: entry.saga_changes.update(changes)
+        raise TypeError(f"unknown event {event!r}")
+
+    def _flush(self, entry: _Open) -> None:
+        """Commit everything pending for the saga in one fenced transaction."""
+        if self._inserts_first(entry):
+            return
+        final = entry.saga_changes.get("status") in ("succeeded", "compensated", "failed")
+        self._fenced_update(entry, **entry.saga_changes)
+        entry.final = final
+
+    def _inserts_first(self, entry: _Open) -> bool:
+        if entry.new_row is None:
+            return False
+        now = clock.utcnow()
+        row = {**entry.new_row, **entry.saga_changes, "updated_at": now}
+        try:
+            with translate_errors(self.engine.url), self.engine.begin() as conn:
+                conn.execute(insert(sagas), row)
+                self._write_attempts(conn, entry)
+        except Exception as error:
+            if isinstance(error.__cause__, sa_exc.IntegrityError):
+                raise SagaAlreadyRunning(
+                    f"saga {entry.plan.saga_id!r} was started by another process at the same time"
+                ) from None
+            raise
+        self.commits += 1
+        entry.final = row["status"] in ("succeeded", "compensated", "failed")
+        entry.new_row = None
+        entry.saga_changes = {}
+        return True
+
+    def _fenced_update(self, entry: _Open, **changes: Any) -> None:
+        now = clock.utcnow()
+        values = {
+            "version": entry.version + 1,
+            "updated_at": now,
+            "lease_expires_at": now + self.lease,
+            **changes,
+        }
+        saga_id = entry.plan.saga_id
+        with translate_errors(self.engine.url), self.engine.begin() as conn:
+            result = conn.execute(
+                update(sagas)
+                .where(sagas.c.id == saga_id, sagas.c.version == entry.version)
+                .values(values)
+            )
+            if result.rowcount != 1:
+                entry.lost = True
+                conn.rollback()
+                raise _lost(saga_id, self.worker_id)
+            self._write_attempts(conn, entry)
+        self.commits += 1
+        entry.version += 1
+        entry.saga_changes = {}
+
+    def _write_attempts(self, conn: Connection, entry: _Open) -> None:
+        if entry.finishes:
+            conn.execute(_FINISH, entry.finishes)
+        if entry.inserts:
+            conn.execute(insert(attempts), entry.inserts)
+        entry.finishes = []
+        entry.inserts = []
+
+
+def _saga_id(event: Event) -> str:
+    return event.plan.saga_id if isinstance(event, SagaStarted) else event.saga_id
+
+
+def _lost(saga_id: str, worker_id: str) -> LeaseLostError:
+    return LeaseLostError(
+        f"worker {worker_id!r} lost its lease on saga {saga_id!r}: another worker recovered "
+        "it (this process was paused past the lease); it will not touch that saga again"
+    )
+
+
+def _attempt_rows(conn: Connection, saga_id: str) -> Sequence[Any]:
+    return conn.execute(
+        select(attempts).where(attempts.c.saga_id == saga_id).order_by(attempts.c.id)
+    ).all()
+
+
+def _same_calls(stored: str, text: str, serializer: Serializer) -> bool:
+    """Same mode and the same functions with the same arguments (policies may change)."""
+    if stored == text:
+        return True
+    a, b = serializer.loads(stored), serializer.loads(text)
+
+    def calls(plan: Any) -> Any:
+        return (plan["mode"], [(s["action"], s["compensation"]) for s in plan["steps"]])
+
+    return bool(calls(a) == calls(b))

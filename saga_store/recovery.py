@@ -1,0 +1,280 @@
+"""Recovery: find abandoned sagas, claim them, and finish them with the same engine.
+
+A saga is abandoned when it is running or compensating and its lease expired (or it is this
+worker id's own, after a restart). Claiming is a compare-and-set inside ``journal.open``, so
+two recovery workers never run the same saga. A saga that cannot be rebuilt is parked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, and_, insert, or_, select, update
+
+from micro_saga import clock
+from micro_saga.async_runner import run_async
+from micro_saga.core import default_rand
+from micro_saga.errors import (
+    JournalError,
+    LeaseLostError,
+    SagaAlreadyRunning,
+    SagaDefinitionError,
+    SagaException,
+)
+from micro_saga.plan import SagaPlan
+from micro_saga.runner import run
+
+from .codec import decode_plan
+from .db import translate_errors
+from .errors import DatabaseUnavailable
+from .journal import SqlJournal
+from .tables import events, sagas
+
+__all__ = ["RecoveryReport", "Recoverer"]
+
+log = logging.getLogger("saga_store")
+
+_BATCH = 500
+
+
+@dataclass(slots=True)
+class RecoveryReport:
+    """What one recovery pass did, saga ids by outcome."""
+
+    succeeded: list[str] = field(default_factory=list)
+    compensated: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    #: saga id -> why it could not be rebuilt
+    parked: dict[str, str] = field(default_factory=dict)
+    #: under a durable backoff that has not ended yet
+    waiting: list[str] = field(default_factory=list)
+    #: taken by another worker first
+    skipped: list[str] = field(default_factory=list)
+    #: saga id -> journal error that stopped it
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> list[str]:
+        return [*self.succeeded, *self.compensated, *self.failed]
+
+    def __bool__(self) -> bool:
+        return bool(self.finished or self.parked or self.errors)
+
+    def summary(self) -> str:
+        parts = [
+            f"{len(v)} {k}"
+            for k, v in (
+                ("succeeded", self.succeeded),
+                ("compensated", self.compensated),
+                ("failed", self.failed),
+                ("parked", self.parked),
+                ("waiting", self.waiting),
+                ("skipped", self.skipped),
+                ("errors", self.errors),
+            )
+            if v
+        ]
+        return ", ".join(parts) or "nothing to recover"
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    id: str
+    plan: str
+    version: int
+    wake_at: datetime | None
+
+
+class Recoverer:
+    """Runs recovery passes for one store (one process incarnation)."""
+
+    def __init__(self, journal: SqlJournal, instance_id: str) -> None:
+        self.journal = journal
+        self.engine: Engine = journal.engine
+        self.instance_id = instance_id
+        self._first_pass = True
+
+    def recover(self, *, limit: int | None = None) -> RecoveryReport:
+        """One pass over abandoned sagas (parked ones too on this process's first pass)."""
+        report = RecoveryReport()
+        for candidate in self._candidates(report, limit):
+            self._recover_one(candidate, report, self._run)
+        return report
+
+    async def recover_async(self, *, limit: int | None = None) -> RecoveryReport:
+        """The async twin: async sagas run on the current loop, the rest in worker threads."""
+        report = RecoveryReport()
+        candidates = await asyncio.to_thread(lambda: list(self._candidates(report, limit)))
+        for candidate in candidates:
+            plan = await asyncio.to_thread(self._plan, candidate, report)
+            if plan is None:
+                continue
+            try:
+                if plan.is_async:
+                    await run_async(plan, self.journal, rand=default_rand)
+                else:
+                    await asyncio.to_thread(run, plan, self.journal, rand=default_rand)
+            except BaseException as exc:
+                if self._outcome(candidate.id, exc, report):
+                    raise
+            else:
+                report.succeeded.append(candidate.id)
+        return report
+
+    def recover_one(self, saga_id: str) -> RecoveryReport:
+        """Recover one saga now, if it is abandoned (used after a person re-drives it)."""
+        report = RecoveryReport()
+        for candidate in self._candidates(report, None, saga_id=saga_id, include_parked=True):
+            self._recover_one(candidate, report, self._run)
+        return report
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _candidates(
+        self,
+        report: RecoveryReport,
+        limit: int | None,
+        *,
+        saga_id: str | None = None,
+        include_parked: bool | None = None,
+    ) -> Iterator[_Candidate]:
+        parked_too = self._first_pass if include_parked is None else include_parked
+        self._first_pass = False
+        running_here = set(self.journal.open_sagas())
+        seen = 0
+        after: tuple[datetime, str] | None = None
+        while limit is None or seen < limit:
+            batch = self._batch(after, parked_too, saga_id)
+            if not batch:
+                return
+            for row, created_at in batch:
+                after = (created_at, row.id)
+                if row.id in running_here:
+                    continue
+                if row.wake_at is not None and row.wake_at > clock.utcnow():
+                    report.waiting.append(row.id)
+                    continue
+                seen += 1
+                yield row
+                if limit is not None and seen >= limit:
+                    return
+            if len(batch) < _BATCH:
+                return
+
+    def _batch(
+        self, after: tuple[datetime, str] | None, parked_too: bool, saga_id: str | None
+    ) -> list[tuple[_Candidate, datetime]]:
+        now = clock.utcnow()
+        c = sagas.c
+        conditions: list[Any] = [
+            c.status.in_(("running", "compensating")),
+            or_(
+                c.lease_expires_at.is_(None),
+                c.lease_expires_at <= now,
+                c.owner == self.journal.worker_id,
+            ),
+        ]
+        if not parked_too:
+            conditions.append(c.parked_at.is_(None))
+        if saga_id is not None:
+            conditions.append(c.id == saga_id)
+        if after is not None:
+            conditions.append(
+                or_(c.created_at > after[0], and_(c.created_at == after[0], c.id > after[1]))
+            )
+        query = (
+            select(c.id, c.plan, c.version, c.wake_at, c.created_at)
+            .where(*conditions)
+            .order_by(c.created_at, c.id)
+            .limit(_BATCH)
+        )
+        with translate_errors(self.engine.url), self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [(_Candidate(r.id, r.plan, r.version, r.wake_at), r.created_at) for r in rows]
+
+    def _run(self, plan: SagaPlan) -> None:
+        if plan.is_async:
+            asyncio.run(run_async(plan, self.journal, rand=default_rand))
+        else:
+            run(plan, self.journal, rand=default_rand)
+
+    def _recover_one(
+        self, candidate: _Candidate, report: RecoveryReport, runner: Callable[[SagaPlan], None]
+    ) -> None:
+        plan = self._plan(candidate, report)
+        if plan is None:
+            return
+        try:
+            runner(plan)
+        except BaseException as exc:
+            if self._outcome(candidate.id, exc, report):
+                raise
+        else:
+            report.succeeded.append(candidate.id)
+
+    def _plan(self, candidate: _Candidate, report: RecoveryReport) -> SagaPlan | None:
+        try:
+            return decode_plan(candidate.plan, self.journal.registry, self.journal.serializer)
+        except SagaDefinitionError as exc:
+            self._park(candidate, str(exc), report)
+            return None
+
+    def _outcome(self, saga_id: str, exc: BaseException, report: RecoveryReport) -> bool:
+        """File the saga under its outcome; True when the exception must propagate."""
+        if isinstance(exc, SagaException):
+            (report.failed if exc.status == "failed" else report.compensated).append(saga_id)
+        elif isinstance(exc, SagaAlreadyRunning | LeaseLostError):
+            report.skipped.append(saga_id)
+        elif isinstance(exc, SagaDefinitionError):
+            # the journal could not be decoded (e.g. a result the serializer cannot read)
+            self._park_by_id(saga_id, str(exc), report)
+        elif isinstance(exc, DatabaseUnavailable):
+            report.errors[saga_id] = str(exc)
+            return True
+        elif isinstance(exc, JournalError):
+            report.errors[saga_id] = str(exc)
+        else:
+            return True
+        log.info("recovered saga %s: %s", saga_id, type(exc).__name__)
+        return False
+
+    def _park_by_id(self, saga_id: str, error: str, report: RecoveryReport) -> None:
+        with translate_errors(self.engine.url), self.engine.connect() as conn:
+            row = conn.execute(
+                select(sagas.c.plan, sagas.c.version, sagas.c.wake_at).where(sagas.c.id == saga_id)
+            ).one()
+        self._park(_Candidate(saga_id, row.plan, row.version, row.wake_at), error, report)
+
+    def _park(self, candidate: _Candidate, error: str, report: RecoveryReport) -> None:
+        now = clock.utcnow()
+        with translate_errors(self.engine.url), self.engine.begin() as conn:
+            parked = conn.execute(
+                update(sagas)
+                .where(sagas.c.id == candidate.id, sagas.c.version == candidate.version)
+                .values(
+                    parked_at=now,
+                    parked_by=self.instance_id,
+                    parked_error=error,
+                    version=candidate.version + 1,
+                    updated_at=now,
+                )
+            )
+            if parked.rowcount != 1:
+                report.skipped.append(candidate.id)
+                return
+            conn.execute(
+                insert(events).values(
+                    saga_id=candidate.id,
+                    at=now,
+                    kind="parked",
+                    worker=self.journal.worker_id,
+                    detail=error,
+                )
+            )
+        log.error("parked saga %s: %s", candidate.id, error)
+        report.parked[candidate.id] = error
