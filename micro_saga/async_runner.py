@@ -93,6 +93,8 @@ async def _run_step(
         assert call is not None
         bound = call.bind(ex.action_result(step) if kind == "compensation" else None)
         token = CURRENT.set(ex.context(step, kind, number))
+        result: Any = None
+        error: Exception | None = None
         try:
             if call.is_async:
                 result = await bound()
@@ -101,10 +103,8 @@ async def _run_step(
                 if inspect.isawaitable(result):
                     result = await result
         except Exception as exc:
-            batch = ex.failed(step, kind, number, exc)
-        else:
-            batch = ex.succeeded(step, kind, number, result)
+            error = exc
         finally:
             CURRENT.reset(token)
-        await _apply(ex, batch)
+        await _io(ex.journal, ex.settle, step, kind, number, result, error)
         number = None

@@ -12,7 +12,7 @@ import random
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -29,6 +29,7 @@ from .decide import (
     saga_action,
     step_action,
 )
+from .errors import RecordedError, SagaDefinitionError
 from .journal import Journal
 from .plan import SagaPlan
 from .retry import error_name
@@ -95,7 +96,13 @@ class Execution:
             return Batch((StatusChanged(saga_id=saga_id, status="compensating", at=now),), False)
         if self._state.is_final:
             return Batch((), durable=False)
-        return Batch((SagaFinished(saga_id=saga_id, status=action.status, at=now),), True)
+        done = SagaFinished(saga_id=saga_id, status=action.status, at=now)
+        if action.status == "succeeded":
+            done = replace(done, results=results(self.plan, self._state))
+        else:
+            error = failure_report(self.plan, self._state, now).operation_error
+            done = replace(done, error=_error_info(error, with_exception=False))
+        return Batch((done,), durable=True)
 
     def outcome(self) -> list[Any]:
         """The results of a succeeded saga, or raise its SagaException."""
@@ -131,6 +138,19 @@ class Execution:
             done = [a for a in self._state.of(step, "action") if a.status == "succeeded"]
         return done[-1].result if done else None
 
+    def settle(
+        self, step: int, kind: StepKind, number: int, result: Any, error: Exception | None
+    ) -> None:
+        """Record how an attempt ended. A result the journal refuses to store (it raises
+        SagaDefinitionError) fails the attempt with that error instead."""
+        if error is None:
+            try:
+                self.apply(self.succeeded(step, kind, number, result))
+                return
+            except SagaDefinitionError as refused:
+                error = refused
+        self.apply(self.failed(step, kind, number, error))
+
     def succeeded(self, step: int, kind: StepKind, number: int, result: Any) -> Batch:
         event = AttemptFinished(
             saga_id=self.plan.saga_id,
@@ -156,12 +176,7 @@ class Execution:
             number=number,
             at=now,
             status="failed",
-            error=ErrorInfo(
-                type=error_name(type(exc)),
-                message=str(exc),
-                traceback="".join(traceback.format_exception(exc)),
-                exception=exc,
-            ),
+            error=_error_info(exc, with_exception=True),
             retry_at=None if delay is None else now + timedelta(seconds=delay),
         )
         # A backoff under way must survive a crash, so its end time is committed first.
@@ -173,6 +188,17 @@ class Execution:
         if self.state is None:
             raise RuntimeError("the execution was not opened")
         return self.state
+
+
+def _error_info(exc: BaseException, *, with_exception: bool) -> ErrorInfo:
+    if isinstance(exc, RecordedError):
+        return ErrorInfo(type=exc.error_type, message=exc.message, traceback=exc.traceback)
+    return ErrorInfo(
+        type=error_name(type(exc)),
+        message=str(exc),
+        traceback="".join(traceback.format_exception(exc)),
+        exception=exc if with_exception else None,
+    )
 
 
 def default_rand() -> float:

@@ -81,13 +81,13 @@ def _run_step(ex: Execution, step: int, kind: StepKind, sleep: Sleep, number: in
         assert call is not None
         bound = call.bind(ex.action_result(step) if kind == "compensation" else None)
         token = CURRENT.set(ex.context(step, kind, number))
+        result: Any = None
+        error: Exception | None = None
         try:
             result = bound()
         except Exception as exc:
-            batch = ex.failed(step, kind, number, exc)
-        else:
-            batch = ex.succeeded(step, kind, number, result)
+            error = exc
         finally:
             CURRENT.reset(token)
-        ex.apply(batch)
+        ex.settle(step, kind, number, result, error)
         number = None

@@ -99,6 +99,10 @@ class SagaFinished:
     saga_id: str
     status: SagaStatus
     at: datetime
+    #: the actions' results, in operation order, when the saga succeeded
+    results: list[Any] | None = None
+    #: the error that made the saga roll back, when it did
+    error: ErrorInfo | None = None
 
 
 Event = SagaStarted | AttemptStarted | AttemptFinished | StatusChanged | SagaFinished
