@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Self
 
 from . import core
 from .async_runner import AsyncSleep, run_async
+from .checks import is_text, is_whole
 from .errors import SagaDefinitionError, SagaException
 from .journal import Journal, NullJournal
 from .operation import Operation
@@ -49,16 +50,16 @@ class SagaAssembler:
             raise SagaDefinitionError("pass either retry_attempts or retry=RetryPolicy(...)")
         self.retry = retry if retry is not None else RetryPolicy(attempts=_attempts(retry_attempts))
         self.compensation_retry = compensation_retry or self.retry
-        if saga_id is not None and (not isinstance(saga_id, str) or not saga_id.strip()):
+        if saga_id is not None and not is_text(saga_id):
             raise SagaDefinitionError(f"saga_id must be a non-empty str, got {saga_id!r}")
         if on_crash not in ("resume", "compensate"):
             raise SagaDefinitionError(
                 f"on_crash must be 'resume' or 'compensate', got {on_crash!r}"
             )
-        if isinstance(max_interruptions, bool) or not isinstance(max_interruptions, int):
-            raise SagaDefinitionError(f"max_interruptions must be an int >= 0, got {max_interruptions!r}")
-        if max_interruptions < 0:
-            raise SagaDefinitionError(f"max_interruptions must be >= 0, got {max_interruptions}")
+        if not is_whole(max_interruptions) or max_interruptions < 0:
+            raise SagaDefinitionError(
+                f"max_interruptions must be an int >= 0, got {max_interruptions!r}"
+            )
         self.name = name
         self.saga_id = saga_id
         self.journal: Journal = journal if journal is not None else NullJournal()
@@ -145,7 +146,7 @@ class SagaAssembler:
 def _attempts(retry_attempts: int | None) -> int:
     if retry_attempts is None:
         return 1
-    if isinstance(retry_attempts, bool) or not isinstance(retry_attempts, int):
+    if not is_whole(retry_attempts):
         raise SagaDefinitionError(
             f"retry_attempts must be an int (total attempts per operation), got {retry_attempts!r}"
         )

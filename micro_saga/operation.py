@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Final, Self, final
 
+from .checks import is_text
 from .errors import SagaDefinitionError
 from .retry import RetryPolicy
 
@@ -59,7 +60,9 @@ class Call:
         return functools.partial(self.func, *args, **kwargs)
 
     def __repr__(self) -> str:
-        return f"Call({getattr(self.func, '__qualname__', self.func)!r}, {self.args}, {self.kwargs})"
+        return (
+            f"Call({getattr(self.func, '__qualname__', self.func)!r}, {self.args}, {self.kwargs})"
+        )
 
 
 class Operation:
@@ -94,7 +97,7 @@ class Operation:
 
     def named(self, name: str) -> Self:
         """Name the step (shown in history and in ``SagaException.operation_name``)."""
-        if not isinstance(name, str) or not name.strip():
+        if not is_text(name):
             raise SagaDefinitionError(f"an operation name must be a non-empty str, got {name!r}")
         self.name = name
         return self

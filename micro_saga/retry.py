@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from .checks import is_whole
 from .errors import SagaDefinitionError
 
 __all__ = ["Backoff", "ErrorSpec", "RetryPolicy", "error_name"]
@@ -54,7 +55,7 @@ class RetryPolicy:
     never_retry_on: tuple[ErrorSpec, ...] = ()
 
     def __post_init__(self) -> None:
-        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
+        if not is_whole(self.attempts):
             raise SagaDefinitionError(
                 f"retry attempts must be an int, got {self.attempts!r}: pass e.g. attempts=3"
             )
@@ -79,7 +80,7 @@ class RetryPolicy:
         if not _finite_non_negative(self.multiplier) or self.multiplier < 1:
             raise SagaDefinitionError(f"multiplier must be >= 1, got {self.multiplier!r}")
         for field, specs in (("retry_on", self.retry_on), ("never_retry_on", self.never_retry_on)):
-            if not isinstance(specs, tuple) or not all(_is_spec(s) for s in specs):
+            if not _is_specs(specs):
                 raise SagaDefinitionError(
                     f"{field} must be a tuple of exception classes, got {specs!r}"
                 )
@@ -112,6 +113,10 @@ def _finite_non_negative(value: object) -> bool:
         and math.isfinite(value)
         and value >= 0
     )
+
+
+def _is_specs(specs: object) -> bool:
+    return isinstance(specs, tuple) and all(_is_spec(s) for s in specs)
 
 
 def _is_spec(spec: object) -> bool:

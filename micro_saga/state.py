@@ -14,6 +14,7 @@ from .context import StepKind
 from .plan import SagaPlan
 
 __all__ = [
+    "FINAL_STATUSES",
     "Attempt",
     "AttemptFinished",
     "AttemptStarted",
@@ -25,7 +26,6 @@ __all__ = [
     "SagaState",
     "SagaStatus",
     "StatusChanged",
-    "FINAL_STATUSES",
 ]
 
 SagaStatus = Literal["running", "compensating", "succeeded", "compensated", "failed"]

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from micro_saga import clock
+from micro_saga.checks import is_text
 
 from .db import translate_errors
 from .errors import InvalidTransition, SagaNotFound
@@ -61,7 +62,7 @@ def prepare_retry(engine: Engine, saga_id: str, worker: str) -> str:
 
 def resolve(engine: Engine, saga_id: str, note: str, worker: str) -> None:
     """Mark a failed (or parked) saga as handled by a person; the note stays in its history."""
-    if not isinstance(note, str) or not note.strip():
+    if not is_text(note):
         raise ValueError("a resolution needs a note saying what was done (--note TEXT)")
     now = clock.utcnow()
     with translate_errors(engine.url), engine.begin() as conn:

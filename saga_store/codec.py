@@ -19,19 +19,18 @@ PLAN_FORMAT = 1
 
 def encode_plan(plan: SagaPlan, registry: Registry, serializer: Serializer) -> str:
     """The plan as journal text; refuses unregistered functions and unstorable arguments."""
-    steps = []
-    for step in plan.steps:
-        steps.append(
-            {
-                "name": step.name,
-                "action": _encode_call(step.action, step, "action", registry, serializer),
-                "compensation": None
-                if step.compensation is None
-                else _encode_call(step.compensation, step, "compensation", registry, serializer),
-                "retry": _encode_policy(step.retry),
-                "compensation_retry": _encode_policy(step.compensation_retry),
-            }
-        )
+    steps = [
+        {
+            "name": step.name,
+            "action": _encode_call(step.action, step, "action", registry, serializer),
+            "compensation": None
+            if step.compensation is None
+            else _encode_call(step.compensation, step, "compensation", registry, serializer),
+            "retry": _encode_policy(step.retry),
+            "compensation_retry": _encode_policy(step.compensation_retry),
+        }
+        for step in plan.steps
+    ]
     return serializer.dumps(
         {
             "format": PLAN_FORMAT,

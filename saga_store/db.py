@@ -44,9 +44,7 @@ def make_engine(url: str, *, sqlite_synchronous: SqliteSync = "FULL", **options:
     options.setdefault("pool_pre_ping", True)
     options.setdefault("isolation_level", "READ COMMITTED")
     connect_args = options.setdefault("connect_args", {})
-    if backend == "postgresql":
-        connect_args.setdefault("connect_timeout", 10)
-    elif backend in ("mysql", "mariadb"):
+    if backend in ("postgresql", "mysql", "mariadb"):
         connect_args.setdefault("connect_timeout", 10)
     return create_engine(parsed, **options)
 
@@ -125,8 +123,7 @@ def _is_connect_error(error: exc.DBAPIError) -> bool:
 def _is_missing_table(error: exc.DBAPIError) -> bool:
     text = str(error.orig).lower()
     return any(
-        m in text
-        for m in ("no such table", "undefinedtable", "doesn't exist", "does not exist")
+        m in text for m in ("no such table", "undefinedtable", "doesn't exist", "does not exist")
     ) and ("saga_" in text)
 
 

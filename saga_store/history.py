@@ -10,6 +10,8 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, func, or_, select
 
+from micro_saga.checks import is_whole
+
 from .db import translate_errors
 from .errors import SagaNotFound, StoreError
 from .records import AttemptRecord, EventRecord, SagaRecord, Stats
@@ -19,6 +21,7 @@ from .tables import attempts, events, sagas
 __all__ = ["SagaPage", "get", "list_page", "stats"]
 
 _ACTIVE = ("running", "compensating")
+MAX_LIMIT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +69,8 @@ def list_page(
     limit: int = 50,
     cursor: str | None = None,
 ) -> SagaPage:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
-        raise ValueError(f"limit must be an int from 1 to 10000, got {limit!r}")
+    if not is_whole(limit) or not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be an int from 1 to {MAX_LIMIT}, got {limit!r}")
     for label, moment in (("since", since), ("until", until)):
         if moment is not None and moment.tzinfo is None:
             raise ValueError(f"{label} must be timezone-aware (e.g. datetime.now(UTC)), got naive")
@@ -83,9 +86,7 @@ def list_page(
     if until is not None:
         conditions.append(sagas.c.created_at < until)
     if parked is not None:
-        conditions.append(
-            sagas.c.parked_at.is_not(None) if parked else sagas.c.parked_at.is_(None)
-        )
+        conditions.append(sagas.c.parked_at.is_not(None) if parked else sagas.c.parked_at.is_(None))
     if cursor is not None:
         at, last_id = _decode_cursor(cursor)
         conditions.append(

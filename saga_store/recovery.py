@@ -35,7 +35,7 @@ from .errors import DatabaseUnavailable
 from .journal import SqlJournal
 from .tables import events, sagas
 
-__all__ = ["RecoveryReport", "Recoverer"]
+__all__ = ["Recoverer", "RecoveryReport"]
 
 log = logging.getLogger("saga_store")
 

@@ -10,6 +10,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
+from micro_saga.checks import is_text
+
 from .errors import UnregisteredFunction
 
 __all__ = ["Registry", "default_registry"]
@@ -29,9 +31,11 @@ class Registry:
     def register(self, func: F, /) -> F: ...
 
     @overload
-    def register(self, *, name: str | None = None) -> Callable[[F], F]: ...
+    def register(self, func: None = None, /, *, name: str | None = None) -> Callable[[F], F]: ...
 
-    def register(self, func: F | None = None, /, *, name: str | None = None) -> Any:
+    def register(
+        self, func: Callable[..., Any] | None = None, /, *, name: str | None = None
+    ) -> Any:
         """Decorator: make ``func`` findable as ``name`` (default ``module:qualname``)."""
         if func is None:
             return lambda f: self.add(f, name)
@@ -40,12 +44,14 @@ class Registry:
     def add(self, func: F, name: str | None = None) -> F:
         _check_registrable(func)
         stable = name if name is not None else default_name(func)
-        if not isinstance(stable, str) or not stable.strip():
+        if not is_text(stable):
             raise UnregisteredFunction(f"a registered name must be a non-empty str, got {name!r}")
         with self._lock:
             known = self._by_name.get(stable)
-            if known is not None and known is not func and default_name(known) != default_name(
-                func
+            if (
+                known is not None
+                and known is not func
+                and default_name(known) != default_name(func)
             ):
                 raise UnregisteredFunction(
                     f"the name {stable!r} is already registered for {default_name(known)}: "

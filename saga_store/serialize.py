@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
@@ -78,7 +79,7 @@ def _decode(obj: dict[str, Any]) -> Any:
     text = obj.get("v")
     if not isinstance(text, str):
         raise ValueError(f"tagged value {obj!r} has no text")
-    decoders = {
+    decoders: dict[str, Callable[[str], Any]] = {
         "decimal": Decimal,
         "datetime": dt.datetime.fromisoformat,
         "date": dt.date.fromisoformat,

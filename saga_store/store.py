@@ -81,19 +81,19 @@ class SagaStore:
 
     def upgrade(self, revision: str = "head") -> None:
         """Create or migrate the saga tables (Alembic, with the migrations in the package)."""
-        from . import migrate  # Alembic is only loaded by those who migrate
+        from . import migrate  # noqa: PLC0415  (Alembic loads only for those who migrate)
 
         migrate.upgrade(self.engine, revision)
 
     def downgrade(self, revision: str) -> None:
         """Migrate the saga tables down to ``revision`` ("base" drops them)."""
-        from . import migrate
+        from . import migrate  # noqa: PLC0415
 
         migrate.downgrade(self.engine, revision)
 
     def current_revision(self) -> str | None:
         """The schema's Alembic revision, or None before the first upgrade."""
-        from . import migrate
+        from . import migrate  # noqa: PLC0415
 
         return migrate.current(self.engine)
 
@@ -103,9 +103,11 @@ class SagaStore:
     def register(self, func: F, /) -> F: ...
 
     @overload
-    def register(self, *, name: str | None = None) -> Callable[[F], F]: ...
+    def register(self, func: None = None, /, *, name: str | None = None) -> Callable[[F], F]: ...
 
-    def register(self, func: F | None = None, /, *, name: str | None = None) -> Any:
+    def register(
+        self, func: Callable[..., Any] | None = None, /, *, name: str | None = None
+    ) -> Any:
         """Decorator: make a function callable by durable sagas (and by recovery).
 
         The stable name defaults to ``module:qualname``; pass ``name=`` so a rename does not
@@ -113,7 +115,7 @@ class SagaStore:
         """
         if func is None:
             return self.registry.register(name=name)
-        return self.registry.register(func, name=name)
+        return self.registry.add(func, name)
 
     def saga(
         self,

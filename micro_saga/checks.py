@@ -1,0 +1,15 @@
+"""Runtime checks of what callers pass in (type hints do not stop a wrong value at run time)."""
+
+from __future__ import annotations
+
+__all__ = ["is_text", "is_whole"]
+
+
+def is_whole(value: object) -> bool:
+    """An int that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_text(value: object) -> bool:
+    """A str with something besides white space."""
+    return isinstance(value, str) and bool(value.strip())
