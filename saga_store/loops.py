@@ -71,9 +71,7 @@ class RecoveryLoop:
 class AsyncRecoveryLoop:
     """The asyncio twin of RecoveryLoop: a task on the running event loop."""
 
-    def __init__(
-        self, recover: Callable[[], Awaitable[RecoveryReport]], interval: float
-    ) -> None:
+    def __init__(self, recover: Callable[[], Awaitable[RecoveryReport]], interval: float) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
         self.interval = interval
