@@ -29,7 +29,7 @@ from .decide import (
     saga_action,
     step_action,
 )
-from .errors import RecordedError, SagaDefinitionError
+from .errors import RecordedError, ResultNotStored, SagaDefinitionError
 from .journal import Journal
 from .plan import SagaPlan
 from .retry import error_name
@@ -141,14 +141,17 @@ class Execution:
     def settle(
         self, step: int, kind: StepKind, number: int, result: Any, error: Exception | None
     ) -> None:
-        """Record how an attempt ended. A result the journal refuses to store (it raises
-        SagaDefinitionError) fails the attempt with that error instead."""
+        """Record how an attempt ended.
+
+        A result the journal refuses to store (it raises SagaDefinitionError) ends the step:
+        the attempt fails with ResultNotStored, which is never retried (the action did run) and
+        whose step is compensated on rollback."""
         if error is None:
             try:
                 self.apply(self.succeeded(step, kind, number, result))
                 return
             except SagaDefinitionError as refused:
-                error = refused
+                error = ResultNotStored(f"step {step} ({kind}) returned what the journal refuses: {refused}")
         self.apply(self.failed(step, kind, number, error))
 
     def succeeded(self, step: int, kind: StepKind, number: int, result: Any) -> Batch:
@@ -168,7 +171,12 @@ class Execution:
         now = clock.utcnow()
         with self.lock:
             failures = 1 + sum(1 for a in self._state.of(step, kind) if a.status == "failed")
-        delay = self.plan.steps[step].policy(kind).retry_after(failures, exc, self.rand())
+        policy = self.plan.steps[step].policy(kind)
+        delay = (
+            None
+            if isinstance(exc, ResultNotStored)
+            else policy.retry_after(failures, exc, self.rand())
+        )
         event = AttemptFinished(
             saga_id=self.plan.saga_id,
             step=step,

@@ -12,8 +12,15 @@ from datetime import datetime
 from typing import Any, Literal
 
 from .context import StepKind
-from .errors import RecordedError, SagaCrashedError, SagaException, StepInterruptedError
+from .errors import (
+    RecordedError,
+    ResultNotStored,
+    SagaCrashedError,
+    SagaException,
+    StepInterruptedError,
+)
 from .plan import SagaPlan, StepPlan
+from .retry import error_name
 from .state import (
     Attempt,
     AttemptFinished,
@@ -150,8 +157,17 @@ def compensation_targets(plan: SagaPlan, state: SagaState) -> list[int]:
         step.index
         for step in reversed(plan.steps)
         if step.compensation is not None
-        and any(a.status in ("succeeded", "interrupted") for a in state.of(step.index, "action"))
+        and any(_had_effect(a) for a in state.of(step.index, "action"))
     ]
+
+
+_RESULT_NOT_STORED = error_name(ResultNotStored)
+
+
+def _had_effect(attempt: Attempt) -> bool:
+    if attempt.status in ("succeeded", "interrupted"):
+        return True
+    return attempt.error is not None and attempt.error.type == _RESULT_NOT_STORED
 
 
 def on_open(plan: SagaPlan, prior: SagaState, now: datetime) -> list[Event]:
@@ -171,9 +187,19 @@ def on_open(plan: SagaPlan, prior: SagaState, now: datetime) -> list[Event]:
         for a in prior.attempts
         if a.status == "started"
     ]
-    if prior.status == "running" and plan.on_crash == "compensate":
+    if (
+        prior.status == "running"
+        and plan.on_crash == "compensate"
+        and not _all_succeeded(plan, prior)  # all done: nothing to undo, just finish
+    ):
         events.append(StatusChanged(saga_id=prior.saga_id, status="compensating", at=now))
     return events
+
+
+def _all_succeeded(plan: SagaPlan, state: SagaState) -> bool:
+    return all(
+        any(a.status == "succeeded" for a in state.of(step.index, "action")) for step in plan.steps
+    )
 
 
 def results(plan: SagaPlan, state: SagaState) -> list[Any]:

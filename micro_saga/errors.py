@@ -5,6 +5,7 @@
     SagaError                      root: catch this to catch everything we raise
     ├── SagaException              a saga failed; carries the compensation report
     ├── SagaDefinitionError        bad input, refused before any step runs (also a ValueError)
+    │   └── ResultNotStored        a step returned what the journal cannot store
     ├── SagaAlreadyRunning         the saga id is being executed by another owner
     ├── StepContextError           current_step() called outside a running step
     ├── JournalError               the journal could not record or read
@@ -22,6 +23,7 @@ __all__ = [
     "JournalError",
     "LeaseLostError",
     "RecordedError",
+    "ResultNotStored",
     "SagaAlreadyRunning",
     "SagaCrashedError",
     "SagaDefinitionError",
@@ -65,6 +67,11 @@ class SagaException(SagaError):
 
 class SagaDefinitionError(SagaError, ValueError):
     """The saga, an operation or an argument is invalid; nothing has run."""
+
+
+class ResultNotStored(SagaDefinitionError):
+    """A step returned a value the journal cannot store: the step gives up (its action ran,
+    so it is compensated on rollback, never retried)."""
 
 
 class SagaAlreadyRunning(SagaError):

@@ -1,0 +1,17 @@
+"""Stores on a fresh database of each backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from saga_store import SagaStore
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[SagaStore]:
+    """A migrated store on a fresh database; no heartbeat thread (tests drive leases)."""
+    with SagaStore(db_url, worker_id="test-worker", heartbeat=False) as saga_store:
+        saga_store.upgrade()
+        yield saga_store
