@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,7 +54,9 @@ def _sqlite_engine(parsed: URL, synchronous: SqliteSync, options: dict[str, Any]
         raise ValueError(f"sqlite_synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
     database = parsed.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        # A folder we cannot make is reported by the first connection, as DatabaseUnavailable.
+        with suppress(OSError):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     connect_args = options.setdefault("connect_args", {})
     connect_args.setdefault("timeout", 30.0)
     engine = create_engine(parsed, **options)
