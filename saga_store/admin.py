@@ -81,6 +81,8 @@ def resolve(engine: Engine, saga_id: str, note: str, worker: str) -> None:
         if row.status != "failed":
             # a parked saga handled by hand must not be picked up again by recovery
             values.update(status="failed", finished_at=now, owner=None, lease_expires_at=None)
+        # handled: no longer listed as parked (the 'parked' event keeps what the error was)
+        values.update(parked_at=None, parked_by=None)
         _cas(conn, saga_id, row.version, values)
         _note(conn, saga_id, "resolved", worker, note)
 
