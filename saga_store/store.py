@@ -16,6 +16,7 @@ from micro_saga.plan import CrashPolicy
 
 from . import admin, history
 from .db import SqliteSync, make_engine, redact, resolve_url
+from .errors import SchemaNotMigrated
 from .history import SagaPage
 from .journal import SqlJournal
 from .loops import AsyncRecoveryLoop, RecoveryLoop
@@ -96,6 +97,24 @@ class SagaStore:
         from . import migrate  # noqa: PLC0415
 
         return migrate.current(self.engine)
+
+    def check_schema(self) -> None:
+        """Raise SchemaNotMigrated unless the saga tables are at this package's head revision."""
+        from . import migrate  # noqa: PLC0415
+
+        current, head = migrate.current(self.engine), migrate.head()
+        if current == head:
+            return
+        where = redact(self.engine.url)
+        if current is None:
+            raise SchemaNotMigrated(
+                f"the saga tables are missing in {where}: run `saga-store upgrade` "
+                "(or SagaStore.upgrade()) first"
+            )
+        raise SchemaNotMigrated(
+            f"the saga tables in {where} are at revision {current}, this version needs {head}: "
+            "run `saga-store upgrade` (or install a newer micro-saga if the database is newer)"
+        )
 
     # -- functions and sagas -------------------------------------------------------------
 
