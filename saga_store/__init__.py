@@ -13,7 +13,7 @@ from .errors import (
 )
 from .history import SagaPage
 from .loops import AsyncRecoveryLoop, RecoveryLoop
-from .records import AttemptRecord, EventRecord, SagaRecord, Stats
+from .records import AttemptRecord, EventRecord, SagaRecord, Stats, Undecodable
 from .recovery import RecoveryReport
 from .registry import Registry, default_registry
 from .serialize import JsonSerializer, Serializer
@@ -38,6 +38,7 @@ __all__ = [
     "Serializer",
     "Stats",
     "StoreError",
+    "Undecodable",
     "UnregisteredFunction",
     "default_registry",
 ]

@@ -9,9 +9,27 @@ from typing import Any
 
 from micro_saga.state import Attempt, ErrorInfo, SagaState
 
+from .errors import SerializationError
 from .serialize import Serializer
 
-__all__ = ["AttemptRecord", "EventRecord", "SagaRecord", "Stats", "decode_state"]
+__all__ = ["AttemptRecord", "EventRecord", "SagaRecord", "Stats", "Undecodable", "decode_state"]
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """Journal text the serializer cannot read back: history still shows it, as it is."""
+
+    text: str
+    error: str
+
+
+def _shown(text: str | None, serializer: Serializer) -> Any:
+    if text is None:
+        return None
+    try:
+        return serializer.loads(text)
+    except SerializationError as exc:
+        return Undecodable(text, str(exc))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,7 +65,7 @@ class AttemptRecord:
             worker=row.worker,
             started_at=row.started_at,
             finished_at=row.finished_at,
-            result=None if row.result is None else serializer.loads(row.result),
+            result=_shown(row.result, serializer),
             error_type=row.error_type,
             error_message=row.error_message,
             error_traceback=row.error_traceback,
@@ -119,7 +137,7 @@ class SagaRecord:
             created_at=row.created_at,
             updated_at=row.updated_at,
             finished_at=row.finished_at,
-            results=None if row.results is None else serializer.loads(row.results),
+            results=_shown(row.results, serializer),
             error_type=row.error_type,
             error_message=row.error_message,
             owner=row.owner,
