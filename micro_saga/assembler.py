@@ -52,6 +52,11 @@ class SagaAssembler:
         self.compensation_retry = compensation_retry or self.retry
         if saga_id is not None and not is_text(saga_id):
             raise SagaDefinitionError(f"saga_id must be a non-empty str, got {saga_id!r}")
+        if saga_id is not None and saga_id != saga_id.strip():
+            # databases disagree on whether "a " equals "a": an id must not depend on that
+            raise SagaDefinitionError(
+                f"saga_id {saga_id!r} has leading or trailing white space: strip it"
+            )
         if on_crash not in ("resume", "compensate"):
             raise SagaDefinitionError(
                 f"on_crash must be 'resume' or 'compensate', got {on_crash!r}"
@@ -100,6 +105,7 @@ class SagaAssembler:
         )
         return SagaPlan(
             saga_id=self.saga_id or uuid.uuid4().hex,
+            fresh=self.saga_id is None,
             name=self.name,
             mode=mode,
             steps=steps,

@@ -34,18 +34,24 @@ async def run_async(
 ) -> list[Any]:
     """Run (or resume) a saga to its end inside an event loop."""
     ex = Execution(plan, journal, rand)
+    threads: set[asyncio.Future[Any]] = set()
     prior = await _io(journal, journal.open, plan)
     try:
         await _apply(ex, ex.opening(prior))
         while True:
             action = ex.next_saga()
             if isinstance(action, RunSteps):
-                await _run_steps(ex, action, sleep)
+                await _run_steps(ex, action, sleep, threads)
                 continue
             await _apply(ex, ex.transition(action))
             if not isinstance(action, BeginCompensation):
                 return ex.outcome()
     finally:
+        # Cancelling the saga cannot stop a step running in a thread: keep the saga (and its
+        # lease) until that step returns, or another worker could run it a second time.
+        running = [t for t in threads if not t.done()]
+        if running:
+            await asyncio.wait(running)
         await _io(journal, journal.release, plan.saga_id)
 
 
@@ -59,16 +65,18 @@ async def _apply(ex: Execution, batch: Batch) -> None:
     await _io(ex.journal, ex.apply, batch)
 
 
-async def _run_steps(ex: Execution, action: RunSteps, sleep: AsyncSleep) -> None:
+async def _run_steps(
+    ex: Execution, action: RunSteps, sleep: AsyncSleep, threads: set[asyncio.Future[Any]]
+) -> None:
     if len(action.steps) == 1:
-        await _run_step(ex, action.steps[0], action.kind, sleep, None)
+        await _run_step(ex, action.steps[0], action.kind, sleep, None, threads)
         return
     starts = first_starts(ex, action)
     await _apply(
         ex, Batch(tuple(ex.started(i, action.kind, n) for i, n in starts.items()), durable=True)
     )
     outcomes = await asyncio.gather(
-        *(_run_step(ex, i, action.kind, sleep, starts.get(i)) for i in action.steps),
+        *(_run_step(ex, i, action.kind, sleep, starts.get(i), threads) for i in action.steps),
         return_exceptions=True,
     )
     for outcome in outcomes:
@@ -76,8 +84,13 @@ async def _run_steps(ex: Execution, action: RunSteps, sleep: AsyncSleep) -> None
             raise outcome
 
 
-async def _run_step(
-    ex: Execution, step: int, kind: StepKind, sleep: AsyncSleep, number: int | None
+async def _run_step(  # noqa: PLR0917  (the twin of runner._run_step, plus the threads)
+    ex: Execution,
+    step: int,
+    kind: StepKind,
+    sleep: AsyncSleep,
+    number: int | None,
+    threads: set[asyncio.Future[Any]],
 ) -> None:
     while True:
         if number is None:
@@ -89,18 +102,17 @@ async def _run_step(
                 continue
             number = move.number
             await _apply(ex, Batch((ex.started(step, kind, number),), durable=True))
-        call = ex.plan.steps[step].call(kind)
-        if call is None:  # decide.py only compensates steps that have a compensation
-            raise RuntimeError(f"step {step} has no {kind}")
-        bound = call.bind(ex.action_result(step) if kind == "compensation" else None)
-        token = CURRENT.set(ex.context(step, kind, number))
+        call, bound, context = ex.prepare(step, kind, number)
+        token = CURRENT.set(context)
         result: Any = None
         error: Exception | None = None
         try:
             if call.is_async:
                 result = await bound()
             else:
-                result = await asyncio.to_thread(bound)
+                thread = asyncio.ensure_future(asyncio.to_thread(bound))
+                threads.add(thread)
+                result = await asyncio.shield(thread)
                 if inspect.isawaitable(result):
                     result = await result
         except Exception as exc:

@@ -8,6 +8,7 @@ recording differ between the twins.
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import traceback
@@ -31,6 +32,7 @@ from .decide import (
 )
 from .errors import RecordedError, ResultNotStored, SagaDefinitionError
 from .journal import Journal
+from .operation import Call
 from .plan import SagaPlan
 from .retry import error_name
 from .state import (
@@ -63,6 +65,7 @@ class Execution:
         self.journal = journal
         self.rand = rand
         self.lock = threading.Lock()
+        self._writing = threading.Lock()
         self.state: SagaState | None = None
 
     # -- opening and closing -------------------------------------------------------------
@@ -81,10 +84,13 @@ class Execution:
         """Record a batch and fold it into the state (journal first: it may refuse)."""
         if not batch.events:
             return
-        with self.lock:
+        # Writes are serialized (journal order is fold order), but the state lock is only held
+        # for the fold: readers (the async runner, on the event loop) never wait on the I/O.
+        with self._writing:
             self.journal.record(batch.events, durable=batch.durable)
-            for event in batch.events:
-                self._state.apply(event)
+            with self.lock:
+                for event in batch.events:
+                    self._state.apply(event)
 
     def next_saga(self) -> SagaAction:
         return saga_action(self.plan, self._state, clock.utcnow())
@@ -132,6 +138,16 @@ class Execution:
             attempt=number,
         )
 
+    def prepare(
+        self, step: int, kind: StepKind, number: int
+    ) -> tuple[Call, functools.partial[Any], StepContext]:
+        """What an attempt calls: the call, bound to its arguments, and the step's context."""
+        call = self.plan.steps[step].call(kind)
+        if call is None:  # decide.py only compensates steps that have a compensation
+            raise RuntimeError(f"step {step} has no {kind}")
+        bound = call.bind(self.action_result(step) if kind == "compensation" else None)
+        return call, bound, self.context(step, kind, number)
+
     def action_result(self, step: int) -> Any:
         """What the step's action returned (for a compensation that asks for it)."""
         with self.lock:
@@ -151,7 +167,9 @@ class Execution:
                 self.apply(self.succeeded(step, kind, number, result))
                 return
             except SagaDefinitionError as refused:
-                error = ResultNotStored(f"step {step} ({kind}) returned what the journal refuses: {refused}")
+                error = ResultNotStored(
+                    f"step {step} ({kind}) returned what the journal refuses: {refused}"
+                )
         self.apply(self.failed(step, kind, number, error))
 
     def succeeded(self, step: int, kind: StepKind, number: int, result: Any) -> Batch:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from .context import StepKind
@@ -44,6 +44,9 @@ class SagaPlan:
     on_crash: CrashPolicy = "resume"
     #: interrupted attempts (process died mid-step) tolerated per step before giving up
     max_interruptions: int = 3
+    #: the saga id was generated for this run, so no journal can know it yet: a journal may
+    #: skip looking it up (not journaled; a rebuilt plan is never fresh)
+    fresh: bool = field(default=False, compare=False)
 
     @property
     def is_async(self) -> bool:

@@ -12,7 +12,10 @@ from typing import Literal
 from .checks import is_whole
 from .errors import SagaDefinitionError
 
-__all__ = ["Backoff", "ErrorSpec", "RetryPolicy", "error_name"]
+__all__ = ["LONGEST_DELAY", "Backoff", "ErrorSpec", "RetryPolicy", "error_name"]
+
+#: no single wait is longer than a year, whatever the policy's math says
+LONGEST_DELAY = 365 * 24 * 3600.0
 
 Backoff = Literal["fixed", "exponential"]
 #: an exception class, or its "module.QualName" as recorded in a journal
@@ -90,10 +93,12 @@ class RetryPolicy:
         if self.backoff == "fixed" or failures < 1:
             base = self.delay
         else:
-            base = self.delay * self.multiplier ** (failures - 1)
-        if self.max_delay is not None:
-            base = min(base, self.max_delay)
-        return base + self.jitter * rand
+            try:
+                base = self.delay * self.multiplier ** (failures - 1)
+            except OverflowError:  # a policy that retries (nearly) for ever
+                base = math.inf
+        cap = LONGEST_DELAY if self.max_delay is None else min(self.max_delay, LONGEST_DELAY)
+        return min(base, cap) + self.jitter * rand
 
     def retries(self, exc: BaseException) -> bool:
         """Whether this error may be retried at all (attempts left aside)."""

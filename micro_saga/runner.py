@@ -77,11 +77,8 @@ def _run_step(ex: Execution, step: int, kind: StepKind, sleep: Sleep, number: in
                 continue
             number = move.number
             ex.apply(Batch((ex.started(step, kind, number),), durable=True))
-        call = ex.plan.steps[step].call(kind)
-        if call is None:  # decide.py only compensates steps that have a compensation
-            raise RuntimeError(f"step {step} has no {kind}")
-        bound = call.bind(ex.action_result(step) if kind == "compensation" else None)
-        token = CURRENT.set(ex.context(step, kind, number))
+        _, bound, context = ex.prepare(step, kind, number)
+        token = CURRENT.set(context)
         result: Any = None
         error: Exception | None = None
         try:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from micro_saga import clock
 from micro_saga.checks import is_text
+from micro_saga.errors import SagaDefinitionError
 
 from .db import translate_errors
 from .errors import InvalidTransition, SagaNotFound
@@ -46,6 +48,7 @@ def prepare_retry(engine: Engine, saga_id: str, worker: str) -> str:
                 )
                 .values(retry_at=now)
             )
+            _redrive_interrupted(conn, saga_id, now)
             detail = "failed compensations re-driven"
         elif row.parked_at is not None:
             values.update(parked_at=None, parked_by=None, parked_error=None)
@@ -63,7 +66,7 @@ def prepare_retry(engine: Engine, saga_id: str, worker: str) -> str:
 def resolve(engine: Engine, saga_id: str, note: str, worker: str) -> None:
     """Mark a failed (or parked) saga as handled by a person; the note stays in its history."""
     if not is_text(note):
-        raise ValueError("a resolution needs a note saying what was done (--note TEXT)")
+        raise SagaDefinitionError("a resolution needs a note saying what was done (--note TEXT)")
     now = clock.utcnow()
     with translate_errors(engine.url), engine.begin() as conn:
         row = _row(conn, saga_id)
@@ -85,6 +88,31 @@ def resolve(engine: Engine, saga_id: str, note: str, worker: str) -> None:
         values.update(parked_at=None, parked_by=None)
         _cas(conn, saga_id, row.version, values)
         _note(conn, saga_id, "resolved", worker, note)
+
+
+def _redrive_interrupted(conn: Connection, saga_id: str, now: datetime) -> None:
+    """A compensation that gave up because its process kept dying gets one more attempt too:
+    its last interrupted attempt is recorded as a failure due now, which takes it back under
+    its interruption budget."""
+    last: dict[int, Any] = {}
+    for row in conn.execute(
+        select(attempts.c.id, attempts.c.step, attempts.c.status)
+        .where(attempts.c.saga_id == saga_id, attempts.c.kind == "compensation")
+        .order_by(attempts.c.step, attempts.c.attempt)
+    ):
+        last[row.step] = row
+    for row in last.values():
+        if row.status == "interrupted":
+            conn.execute(
+                update(attempts)
+                .where(attempts.c.id == row.id)
+                .values(
+                    status="failed",
+                    error_type="StepInterrupted",
+                    error_message="interrupted by a crash; re-driven by a person",
+                    retry_at=now,
+                )
+            )
 
 
 def _row(conn: Connection, saga_id: str) -> Any:

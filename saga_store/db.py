@@ -11,6 +11,8 @@ from typing import Any, Literal
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import URL, make_url
 
+from micro_saga.errors import SagaDefinitionError
+
 from .errors import DatabaseUnavailable, SchemaNotMigrated, StoreError
 
 __all__ = ["DEFAULT_URL", "URL_ENV", "make_engine", "redact", "resolve_url", "translate_errors"]
@@ -37,7 +39,20 @@ def redact(url: str | URL) -> str:
 
 def make_engine(url: str, *, sqlite_synchronous: SqliteSync = "FULL", **options: Any) -> Engine:
     """An engine set up for journaling on SQLite, PostgreSQL or MySQL/MariaDB."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect()
+    except (exc.ArgumentError, exc.NoSuchModuleError) as error:
+        raise SagaDefinitionError(
+            f"invalid database URL {redact(url)} ({error}): pass e.g. sqlite:///sagas.db, "
+            "postgresql+psycopg://user@host/db or mysql+pymysql://user@host/db"
+        ) from None
+    except ModuleNotFoundError as error:
+        extra = {"psycopg": "postgresql", "pymysql": "mysql"}.get(error.name or "", "")
+        hint = f"pip install 'micro-saga[{extra}]'" if extra else "install its driver"
+        raise SagaDefinitionError(
+            f"the driver for {redact(url)} is missing ({error.name}): {hint}"
+        ) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(parsed, sqlite_synchronous, options)
@@ -51,7 +66,9 @@ def make_engine(url: str, *, sqlite_synchronous: SqliteSync = "FULL", **options:
 
 def _sqlite_engine(parsed: URL, synchronous: SqliteSync, options: dict[str, Any]) -> Engine:
     if synchronous not in ("FULL", "NORMAL"):
-        raise ValueError(f"sqlite_synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
+        raise SagaDefinitionError(
+            f"sqlite_synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}"
+        )
     database = parsed.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
         # A folder we cannot make is reported by the first connection, as DatabaseUnavailable.

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, distinct, func, or_, select
 
 from micro_saga.checks import is_whole
+from micro_saga.errors import SagaDefinitionError
 
 from .db import translate_errors
 from .errors import SagaNotFound, StoreError
@@ -70,10 +71,12 @@ def list_page(
     cursor: str | None = None,
 ) -> SagaPage:
     if not is_whole(limit) or not 1 <= limit <= MAX_LIMIT:
-        raise ValueError(f"limit must be an int from 1 to {MAX_LIMIT}, got {limit!r}")
+        raise SagaDefinitionError(f"limit must be an int from 1 to {MAX_LIMIT}, got {limit!r}")
     for label, moment in (("since", since), ("until", until)):
         if moment is not None and moment.tzinfo is None:
-            raise ValueError(f"{label} must be timezone-aware (e.g. datetime.now(UTC)), got naive")
+            raise SagaDefinitionError(
+                f"{label} must be timezone-aware (e.g. datetime.now(UTC)), got naive"
+            )
     query = select(sagas)
     conditions: list[Any] = []
     if status is not None:

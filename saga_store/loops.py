@@ -8,6 +8,8 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 
+from micro_saga.errors import SagaDefinitionError
+
 from .recovery import RecoveryReport
 
 __all__ = ["AsyncRecoveryLoop", "RecoveryLoop"]
@@ -31,7 +33,7 @@ class RecoveryLoop:
 
     def __init__(self, recover: Callable[[], RecoveryReport], interval: float) -> None:
         if interval <= 0:
-            raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
+            raise SagaDefinitionError(f"interval must be > 0 seconds, got {interval!r}")
         self.interval = interval
         self.passes = 0
         self._recover = recover
@@ -73,7 +75,7 @@ class AsyncRecoveryLoop:
 
     def __init__(self, recover: Callable[[], Awaitable[RecoveryReport]], interval: float) -> None:
         if interval <= 0:
-            raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
+            raise SagaDefinitionError(f"interval must be > 0 seconds, got {interval!r}")
         self.interval = interval
         self.passes = 0
         self._recover = recover

@@ -19,7 +19,10 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection, Engine
+
+from micro_saga.errors import SagaDefinitionError
 
 from .db import translate_errors
 from .errors import StoreError
@@ -37,14 +40,35 @@ _RUNNING = threading.Lock()
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the saga tables up to ``revision``, creating them in an empty database."""
-    with _RUNNING, translate_errors(engine.url), _migration_connection(engine) as connection:
+    with (
+        _RUNNING,
+        _known_revisions(),
+        translate_errors(engine.url),
+        _migration_connection(engine) as connection,
+    ):
         command.upgrade(_config(connection), revision)
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
     """Migrate the saga tables down to ``revision``; ``"base"`` drops them all."""
-    with _RUNNING, translate_errors(engine.url), _migration_connection(engine) as connection:
+    with (
+        _RUNNING,
+        _known_revisions(),
+        translate_errors(engine.url),
+        _migration_connection(engine) as connection,
+    ):
         command.downgrade(_config(connection), revision)
+
+
+@contextmanager
+def _known_revisions() -> Iterator[None]:
+    try:
+        yield
+    except CommandError as error:
+        raise SagaDefinitionError(
+            f"{error}: pass a revision this package ships (head, base, or an id such as "
+            f"{head()}; `saga-store current` shows the database's)"
+        ) from None
 
 
 def current(engine: Engine) -> str | None:

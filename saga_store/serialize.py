@@ -34,7 +34,9 @@ class Serializer(Protocol):
 class JsonSerializer:
     """JSON, plus tagged Decimal, datetime, date, UUID and the ACTION_RESULT placeholder.
 
-    Tuples come back as lists. Anything else is refused with an error naming its type.
+    Tuples come back as lists and dict keys as strings (as JSON has it). A dict of exactly
+    ``{"__saga__": TAG, "v": TEXT}`` is read back as a tagged value: that shape is reserved.
+    Anything else is refused with an error naming its type.
     """
 
     def dumps(self, value: Any) -> str:
@@ -50,7 +52,7 @@ class JsonSerializer:
     def loads(self, text: str) -> Any:
         try:
             return json.loads(text, object_hook=_decode)
-        except (TypeError, ValueError) as exc:
+        except Exception as exc:  # any decoder's error (e.g. decimal.InvalidOperation) is ours
             raise SerializationError(f"journal text is not valid JSON: {exc}") from None
 
 
@@ -71,14 +73,16 @@ def _encode(value: Any) -> Any:
 
 
 def _decode(obj: dict[str, Any]) -> Any:
+    # Only the exact shapes _encode writes are tags: any other dict is the caller's data,
+    # even if it happens to have a "__saga__" key.
     tag = obj.get(_TAG)
-    if tag is None or not isinstance(tag, str):
+    if not isinstance(tag, str):
         return obj
-    if tag == "action_result":
+    if tag == "action_result" and len(obj) == 1:
         return ACTION_RESULT
     text = obj.get("v")
-    if not isinstance(text, str):
-        raise ValueError(f"tagged value {obj!r} has no text")
+    if len(obj) != 2 or not isinstance(text, str):  # noqa: PLR2004  (the tag and its text)
+        return obj
     decoders: dict[str, Callable[[str], Any]] = {
         "decimal": Decimal,
         "datetime": dt.datetime.fromisoformat,
@@ -86,9 +90,7 @@ def _decode(obj: dict[str, Any]) -> Any:
         "uuid": uuid.UUID,
     }
     decoder = decoders.get(tag)
-    if decoder is None:
-        raise ValueError(f"unknown tag {tag!r}")
-    return decoder(text)
+    return obj if decoder is None else decoder(text)
 
 
 def _describe(value: Any) -> str:

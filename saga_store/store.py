@@ -12,6 +12,7 @@ from typing import Any, TypeVar, overload
 from sqlalchemy import Engine
 
 from micro_saga import SagaAssembler
+from micro_saga.errors import SagaDefinitionError
 from micro_saga.plan import CrashPolicy
 
 from . import admin, history
@@ -52,9 +53,11 @@ class SagaStore:
         heartbeat: bool = True,
     ) -> None:
         if isinstance(lease_seconds, bool) or not isinstance(lease_seconds, int | float):
-            raise ValueError(f"lease_seconds must be a number of seconds, got {lease_seconds!r}")
+            raise SagaDefinitionError(
+                f"lease_seconds must be a number of seconds, got {lease_seconds!r}"
+            )
         if lease_seconds <= 0:
-            raise ValueError(f"lease_seconds must be > 0, got {lease_seconds!r}")
+            raise SagaDefinitionError(f"lease_seconds must be > 0, got {lease_seconds!r}")
         if isinstance(url, Engine):
             self.engine = url
             self._owns_engine = False

@@ -69,11 +69,16 @@ class UTCDateTime(TypeDecorator[datetime]):
 #: JSON and tracebacks can outgrow MySQL's 64 KiB TEXT
 LongText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 Name = String(200)
+#: ids compare byte for byte on MySQL too (its default collation ignores case and trailing
+#: spaces, which would make "Order-42 " the saga "order-42")
+SagaId = String(200).with_variant(
+    mysql.VARCHAR(200, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+)
 
 sagas = Table(
     "saga_sagas",
     metadata,
-    Column("id", Name, primary_key=True, comment="the saga id (caller-chosen or generated)"),
+    Column("id", SagaId, primary_key=True, comment="the saga id (caller-chosen or generated)"),
     Column("name", Name, nullable=True),
     Column("mode", String(20), nullable=False, comment="orchestrated | choreographed"),
     Column("status", String(20), nullable=False),
@@ -106,7 +111,7 @@ attempts = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column(
         "saga_id",
-        Name,
+        SagaId,
         ForeignKey("saga_sagas.id", ondelete="CASCADE"),
         nullable=False,
     ),
@@ -132,7 +137,7 @@ events = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column(
         "saga_id",
-        Name,
+        SagaId,
         ForeignKey("saga_sagas.id", ondelete="CASCADE"),
         nullable=False,
     ),

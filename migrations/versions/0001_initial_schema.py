@@ -25,13 +25,19 @@ depends_on: str | Sequence[str] | None = None
 # 64 KiB TEXT
 LONG_TEXT = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 NAME = sa.String(length=200)
+# saga_store.tables.SagaId: ids compare byte for byte on MySQL too ("Order-42" is not "order-42")
+SAGA_ID = sa.String(length=200).with_variant(
+    mysql.VARCHAR(length=200, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+)
 
 
 def upgrade() -> None:
     """Create the three saga tables with their indexes."""
     op.create_table(
         "saga_sagas",
-        sa.Column("id", NAME, nullable=False, comment="the saga id (caller-chosen or generated)"),
+        sa.Column(
+            "id", SAGA_ID, nullable=False, comment="the saga id (caller-chosen or generated)"
+        ),
         sa.Column("name", NAME, nullable=True),
         sa.Column(
             "mode", sa.String(length=20), nullable=False, comment="orchestrated | choreographed"
@@ -77,7 +83,7 @@ def upgrade() -> None:
     op.create_table(
         "saga_attempts",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column("saga_id", NAME, nullable=False),
+        sa.Column("saga_id", SAGA_ID, nullable=False),
         sa.Column("step", sa.Integer(), nullable=False),
         sa.Column("step_name", NAME, nullable=False),
         sa.Column("kind", sa.String(length=20), nullable=False, comment="action | compensation"),
@@ -110,7 +116,7 @@ def upgrade() -> None:
     op.create_table(
         "saga_events",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column("saga_id", NAME, nullable=False),
+        sa.Column("saga_id", SAGA_ID, nullable=False),
         sa.Column("at", UTCDateTime(), nullable=False),
         sa.Column(
             "kind",

@@ -19,6 +19,7 @@ from micro_saga import (
 )
 from micro_saga import core as engine_core
 from micro_saga.plan import Mode
+from micro_saga.retry import LONGEST_DELAY
 from tests.unit.helpers import FakeSleep, Flavour, Log, at, execute
 
 # -- delay_for: pure math -----------------------------------------------------------------
@@ -293,3 +294,10 @@ def test_invalid_operations_are_refused() -> None:
         Operation(print).named(" ")
     with pytest.raises(SagaDefinitionError, match="expected an Operation"):
         SagaAssembler.saga().operation(print)  # type: ignore[arg-type]
+
+
+def test_an_exponential_policy_that_retries_for_ever_stays_capped() -> None:
+    capped = RetryPolicy(attempts=10**6, backoff="exponential", delay=1, max_delay=60)
+    assert capped.delay_for(5_000) == 60.0
+    uncapped = RetryPolicy(attempts=10**6, backoff="exponential", delay=1)
+    assert uncapped.delay_for(5_000) == LONGEST_DELAY
