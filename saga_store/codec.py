@@ -31,17 +31,22 @@ def encode_plan(plan: SagaPlan, registry: Registry, serializer: Serializer) -> s
         }
         for step in plan.steps
     ]
-    return serializer.dumps(
-        {
-            "format": PLAN_FORMAT,
-            "saga_id": plan.saga_id,
-            "name": plan.name,
-            "mode": plan.mode,
-            "on_crash": plan.on_crash,
-            "max_interruptions": plan.max_interruptions,
-            "steps": steps,
-        }
-    )
+    data = {
+        "format": PLAN_FORMAT,
+        "saga_id": plan.saga_id,
+        "name": plan.name,
+        "mode": plan.mode,
+        "on_crash": plan.on_crash,
+        "max_interruptions": plan.max_interruptions,
+        "steps": steps,
+    }
+    try:
+        return serializer.dumps(data)
+    except SerializationError:
+        # One dumps for the whole plan is the fast path; only when it fails is each argument
+        # tried on its own, to say which one cannot be stored.
+        _check_arguments(plan, serializer)
+        raise
 
 
 def decode_plan(text: str, registry: Registry, serializer: Serializer) -> SagaPlan:
@@ -78,16 +83,27 @@ def decode_plan(text: str, registry: Registry, serializer: Serializer) -> SagaPl
 def _encode_call(
     call: Call, step: StepPlan, kind: str, registry: Registry, serializer: Serializer
 ) -> dict[str, Any]:
-    name = registry.name_of(call.func)
-    for position, value in [*enumerate(call.args, 1), *call.kwargs.items()]:
-        try:
-            serializer.dumps(value)
-        except SerializationError as exc:
-            where = f"argument {position}" if isinstance(position, int) else f"argument {position}="
-            raise SerializationError(
-                f"{where} of the {kind} of step {step.index} ({step.name!r}): {exc}"
-            ) from None
-    return {"fn": name, "args": list(call.args), "kwargs": call.kwargs}
+    return {"fn": registry.name_of(call.func), "args": list(call.args), "kwargs": call.kwargs}
+
+
+def _check_arguments(plan: SagaPlan, serializer: Serializer) -> None:
+    """Raise SerializationError naming the first argument the serializer refuses."""
+    for step in plan.steps:
+        for kind, call in (("action", step.action), ("compensation", step.compensation)):
+            if call is None:
+                continue
+            for position, value in [*enumerate(call.args, 1), *call.kwargs.items()]:
+                try:
+                    serializer.dumps(value)
+                except SerializationError as exc:
+                    where = (
+                        f"argument {position}"
+                        if isinstance(position, int)
+                        else f"argument {position}="
+                    )
+                    raise SerializationError(
+                        f"{where} of the {kind} of step {step.index} ({step.name!r}): {exc}"
+                    ) from None
 
 
 def _decode_call(data: dict[str, Any], registry: Registry) -> Call:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, select
 from sqlalchemy import exc as sa_exc
 
 from micro_saga import clock
@@ -30,6 +30,7 @@ from micro_saga.state import (
     StatusChanged,
 )
 
+from . import writes
 from .codec import encode_plan
 from .db import translate_errors
 from .leases import Heartbeat
@@ -42,23 +43,11 @@ __all__ = ["SqlJournal"]
 
 log = logging.getLogger("saga_store")
 
-_FINISH = (
-    update(attempts)
-    .where(
-        attempts.c.saga_id == bindparam("b_saga"),
-        attempts.c.kind == bindparam("b_kind"),
-        attempts.c.step == bindparam("b_step"),
-        attempts.c.attempt == bindparam("b_attempt"),
-    )
-    .values(
-        status=bindparam("status"),
-        finished_at=bindparam("finished_at"),
-        result=bindparam("result"),
-        error_type=bindparam("error_type"),
-        error_message=bindparam("error_message"),
-        error_traceback=bindparam("error_traceback"),
-        retry_at=bindparam("retry_at"),
-    )
+# Built once: SQLAlchemy then reuses their cache keys and compiled forms (the writes are in
+# saga_store.writes).
+_SELECT_SAGA = select(sagas).where(sagas.c.id == bindparam("b_id"))
+_SELECT_ATTEMPTS = (
+    select(attempts).where(attempts.c.saga_id == bindparam("b_saga")).order_by(attempts.c.id)
 )
 
 
@@ -102,6 +91,8 @@ class SqlJournal:
         self.worker_id = worker_id
         self.lease = timedelta(seconds=lease_seconds)
         self._open: dict[str, _Open | None] = {}
+        #: sagas recovery claimed for this worker, waiting for their ``open``
+        self._adopted: dict[str, tuple[_Open, SagaState]] = {}
         self._lock = threading.Lock()
         self.heartbeat = Heartbeat(self.renew_leases, lease_seconds / 3) if heartbeat else None
         #: commits made by this journal (the write budget is counted in tests and benchmarks)
@@ -110,6 +101,15 @@ class SqlJournal:
     # -- the Journal protocol ------------------------------------------------------------
 
     def open(self, plan: SagaPlan) -> SagaState | None:
+        with self._lock:
+            adopted = None if plan.saga_id in self._open else self._adopted.pop(plan.saga_id, None)
+            if adopted is not None:
+                adopted[0].plan = plan
+                self._open[plan.saga_id] = adopted[0]
+        if adopted is not None:
+            if self.heartbeat is not None:
+                self.heartbeat.ensure_running()
+            return adopted[1]
         text = encode_plan(plan, self.registry, self.serializer)  # refuse before any I/O
         with self._lock:
             if plan.saga_id in self._open:
@@ -159,11 +159,41 @@ class SqlJournal:
             except Exception:
                 log.warning("could not release saga %s; its lease will expire", saga_id)
 
+    # -- sagas claimed by recovery (saga_store.claims) ------------------------------------
+
+    def adopt(self, plan: SagaPlan, version: int, state: SagaState) -> None:
+        """Hold a saga claimed for this worker at lease ``version``: the next ``open(plan)``
+        takes it over as ``state``, without reading it again.
+
+        Its lease is not renewed until it is opened: if this worker is held up, another may
+        claim it once the lease expires, and this worker's first write is then refused (before
+        any step runs, since a step's start is committed before the step is called)."""
+        with self._lock:
+            self._adopted[plan.saga_id] = (_Open(plan=plan, version=version), state)
+
+    def unadopt(self, saga_id: str) -> None:
+        """Give back an adopted saga that will not be opened after all (no-op once opened)."""
+        with self._lock:
+            adopted = self._adopted.pop(saga_id, None)
+        if adopted is not None:
+            self.give_back(adopted[0].plan, adopted[0].version)
+
+    def give_back(self, plan: SagaPlan, version: int) -> None:
+        """End the lease held at ``version`` now, so that any worker may take the saga."""
+        entry = _Open(plan=plan, version=version)
+        with entry.lock:
+            try:
+                self._fenced_update(entry, lease_expires_at=clock.utcnow())
+            except Exception:
+                log.warning("could not give back saga %s; its lease will expire", plan.saga_id)
+
     # -- leases --------------------------------------------------------------------------
 
     def open_sagas(self) -> list[str]:
+        """Sagas this process runs, or holds for recovery to run."""
         with self._lock:
-            return [k for k, v in self._open.items() if v is not None and not v.final]
+            running = [k for k, v in self._open.items() if v is not None and not v.final]
+            return [*running, *self._adopted]
 
     def renew_leases(self) -> list[str]:
         """Extend the lease of every saga this process runs; returns those found lost."""
@@ -189,8 +219,10 @@ class SqlJournal:
 
     def _claim(self, plan: SagaPlan, text: str) -> tuple[_Open | None, SagaState | None]:
         now = clock.utcnow()
+        if plan.fresh:  # a generated id: nothing to look up (its first write inserts the row)
+            return self._new(plan, text, now), None
         with translate_errors(self.engine.url), self.engine.connect() as conn:
-            row = conn.execute(select(sagas).where(sagas.c.id == plan.saga_id)).one_or_none()
+            row = conn.execute(_SELECT_SAGA, {"b_id": plan.saga_id}).one_or_none()
             if row is None:
                 conn.rollback()
                 return self._new(plan, text, now), None
@@ -208,20 +240,21 @@ class SqlJournal:
                     f"saga {plan.saga_id!r} is being run by worker {row.owner!r} "
                     f"(lease until {row.lease_expires_at.isoformat()})"
                 )
-            claimed = conn.execute(
-                update(sagas)
-                .where(sagas.c.id == plan.saga_id, sagas.c.version == row.version)
-                .values(
-                    owner=self.worker_id,
-                    lease_expires_at=now + self.lease,
-                    version=row.version + 1,
-                    updated_at=now,
-                    parked_at=None,
-                    parked_by=None,
-                    parked_error=None,
-                )
+            claimed = writes.fenced_update(
+                conn,
+                plan.saga_id,
+                row.version,
+                {
+                    "owner": self.worker_id,
+                    "lease_expires_at": now + self.lease,
+                    "version": row.version + 1,
+                    "updated_at": now,
+                    "parked_at": None,
+                    "parked_by": None,
+                    "parked_error": None,
+                },
             )
-            if claimed.rowcount != 1:
+            if not claimed:
                 raise SagaAlreadyRunning(f"saga {plan.saga_id!r} was claimed by another worker")
             conn.commit()
             self.commits += 1
@@ -328,8 +361,7 @@ class SqlJournal:
         row = {**entry.new_row, **entry.saga_changes, "updated_at": now}
         try:
             with translate_errors(self.engine.url), self.engine.begin() as conn:
-                conn.execute(insert(sagas), row)
-                self._write_attempts(conn, entry)
+                writes.insert_saga(conn, row, entry.finishes, entry.inserts)
         except Exception as error:
             if isinstance(error.__cause__, sa_exc.IntegrityError):
                 raise SagaAlreadyRunning(
@@ -340,6 +372,8 @@ class SqlJournal:
         entry.final = row["status"] in ("succeeded", "compensated", "failed")
         entry.new_row = None
         entry.saga_changes = {}
+        entry.finishes = []
+        entry.inserts = []
         return True
 
     def _fenced_update(self, entry: _Open, **changes: Any) -> None:
@@ -352,25 +386,16 @@ class SqlJournal:
         }
         saga_id = entry.plan.saga_id
         with translate_errors(self.engine.url), self.engine.begin() as conn:
-            result = conn.execute(
-                update(sagas)
-                .where(sagas.c.id == saga_id, sagas.c.version == entry.version)
-                .values(values)
+            won = writes.fenced_update(
+                conn, saga_id, entry.version, values, finishes=entry.finishes, starts=entry.inserts
             )
-            if result.rowcount != 1:
+            if not won:
                 entry.lost = True
                 conn.rollback()
                 raise _lost(saga_id, self.worker_id)
-            self._write_attempts(conn, entry)
         self.commits += 1
         entry.version += 1
         entry.saga_changes = {}
-
-    def _write_attempts(self, conn: Connection, entry: _Open) -> None:
-        if entry.finishes:
-            conn.execute(_FINISH, entry.finishes)
-        if entry.inserts:
-            conn.execute(insert(attempts), entry.inserts)
         entry.finishes = []
         entry.inserts = []
 
@@ -387,9 +412,7 @@ def _lost(saga_id: str, worker_id: str) -> LeaseLostError:
 
 
 def _attempt_rows(conn: Connection, saga_id: str) -> Sequence[Any]:
-    return conn.execute(
-        select(attempts).where(attempts.c.saga_id == saga_id).order_by(attempts.c.id)
-    ).all()
+    return conn.execute(_SELECT_ATTEMPTS, {"b_saga": saga_id}).all()
 
 
 def _same_calls(stored: str, text: str, serializer: Serializer) -> bool:

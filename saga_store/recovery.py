@@ -1,15 +1,18 @@
 """Recovery: find abandoned sagas, claim them, and finish them with the same engine.
 
 A saga is abandoned when it is running or compensating and its lease expired (or it is this
-worker id's own, after a restart). Claiming is a compare-and-set inside ``journal.open``, so
-two recovery workers never run the same saga. A saga that cannot be rebuilt is parked.
+worker id's own, after a restart). A pass lists them a page at a time and claims them a chunk at
+a time, each saga by compare-and-set on its version (``saga_store.claims``: one transaction per
+chunk), so two recovery workers never run the same saga; the journal then adopts each claimed
+saga and runs it. A saga that cannot be rebuilt is parked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,11 +31,14 @@ from micro_saga.errors import (
 )
 from micro_saga.plan import SagaPlan
 from micro_saga.runner import run
+from micro_saga.state import Event, SagaState
 
+from . import claims
 from .codec import decode_plan
 from .db import translate_errors
 from .errors import DatabaseUnavailable
 from .journal import SqlJournal
+from .records import decode_state
 from .tables import events, sagas
 
 __all__ = ["Recoverer", "RecoveryReport"]
@@ -40,6 +46,11 @@ __all__ = ["Recoverer", "RecoveryReport"]
 log = logging.getLogger("saga_store")
 
 _BATCH = 500
+#: most sagas claimed in one transaction. A pass claims 1, then 2, 4, ... up to this: one saga
+#: that blocks early holds back few others, and those only until their leases expire (held,
+#: not yet opened, sagas are not renewed: another worker may take them, and this one's first
+#: write to them is then refused)
+_CLAIM = 16
 
 
 @dataclass(slots=True)
@@ -75,7 +86,7 @@ class RecoveryReport:
                 ("parked", self.parked),
                 ("waiting", self.waiting),
                 ("skipped", self.skipped),
-                ("errors", self.errors),
+                ("errored", self.errors),
             )
             if v
         ]
@@ -90,11 +101,35 @@ class _Candidate:
     wake_at: datetime | None
 
 
+class _RecoveryJournal:
+    """The store's journal for recovery: a saga that another worker finished since this pass
+    listed it is that worker's outcome, not ours (it is reported as skipped, never twice)."""
+
+    blocks = True
+
+    def __init__(self, journal: SqlJournal) -> None:
+        self.journal = journal
+
+    def open(self, plan: SagaPlan) -> SagaState | None:
+        state = self.journal.open(plan)
+        if state is not None and state.is_final:
+            self.journal.release(plan.saga_id)
+            raise SagaAlreadyRunning(f"saga {plan.saga_id!r} was finished by another worker")
+        return state
+
+    def record(self, events: Sequence[Event], *, durable: bool) -> None:
+        self.journal.record(events, durable=durable)
+
+    def release(self, saga_id: str) -> None:
+        self.journal.release(saga_id)
+
+
 class Recoverer:
     """Runs recovery passes for one store (one process incarnation)."""
 
     def __init__(self, journal: SqlJournal, instance_id: str) -> None:
         self.journal = journal
+        self._recovery_journal = _RecoveryJournal(journal)
         self.engine: Engine = journal.engine
         self.instance_id = instance_id
         self._first_pass = True
@@ -102,35 +137,44 @@ class Recoverer:
     def recover(self, *, limit: int | None = None) -> RecoveryReport:
         """One pass over abandoned sagas (parked ones too on this process's first pass)."""
         report = RecoveryReport()
-        for candidate in self._candidates(report, limit):
-            self._recover_one(candidate, report, self._run)
+        with closing(self._candidates(report, limit)) as candidates:
+            for candidate, plan in candidates:
+                self._recover_one(candidate, plan, report, self._run)
         return report
 
     async def recover_async(self, *, limit: int | None = None) -> RecoveryReport:
         """The async twin: async sagas run on the current loop, the rest in worker threads."""
         report = RecoveryReport()
-        candidates = await asyncio.to_thread(lambda: list(self._candidates(report, limit)))
-        for candidate in candidates:
-            plan = await asyncio.to_thread(self._plan, candidate, report)
-            if plan is None:
-                continue
-            try:
-                if plan.is_async:
-                    await run_async(plan, self.journal, rand=default_rand)
-                else:
-                    await asyncio.to_thread(run, plan, self.journal, rand=default_rand)
-            except BaseException as exc:
-                if self._outcome(candidate.id, exc, report):
-                    raise
-            else:
-                report.succeeded.append(candidate.id)
+        # Claimed a chunk at a time as the pass goes, like the sync pass (not all up front).
+        candidates = self._candidates(report, limit)
+        try:
+            while item := await asyncio.to_thread(next, candidates, None):
+                await self._recover_one_async(*item, report)
+        finally:
+            await asyncio.to_thread(candidates.close)
         return report
+
+    async def _recover_one_async(
+        self, candidate: _Candidate, plan: SagaPlan, report: RecoveryReport
+    ) -> None:
+        try:
+            if plan.is_async:
+                await run_async(plan, self._recovery_journal, rand=default_rand)
+            else:
+                await asyncio.to_thread(run, plan, self._recovery_journal, rand=default_rand)
+        except BaseException as exc:
+            if self._outcome(candidate.id, exc, report):
+                raise
+        else:
+            report.succeeded.append(candidate.id)
 
     def recover_one(self, saga_id: str) -> RecoveryReport:
         """Recover one saga now, if it is abandoned (used after a person re-drives it)."""
         report = RecoveryReport()
-        for candidate in self._candidates(report, None, saga_id=saga_id, include_parked=True):
-            self._recover_one(candidate, report, self._run)
+        found = self._candidates(report, None, saga_id=saga_id, include_parked=True)
+        with closing(found) as candidates:
+            for candidate, plan in candidates:
+                self._recover_one(candidate, plan, report, self._run)
         return report
 
     # -- internals -----------------------------------------------------------------------
@@ -142,16 +186,19 @@ class Recoverer:
         *,
         saga_id: str | None = None,
         include_parked: bool | None = None,
-    ) -> Iterator[_Candidate]:
+    ) -> Generator[tuple[_Candidate, SagaPlan]]:
+        """Abandoned sagas, claimed for this worker and adopted by its journal, with plans."""
         parked_too = self._first_pass if include_parked is None else include_parked
         self._first_pass = False
         running_here = set(self.journal.open_sagas())
         seen = 0
+        size = 1
         after: tuple[datetime, str] | None = None
         while limit is None or seen < limit:
             batch = self._batch(after, parked_too, saga_id)
             if not batch:
                 return
+            ready: list[_Candidate] = []
             for row, created_at in batch:
                 after = (created_at, row.id)
                 if row.id in running_here:
@@ -159,12 +206,54 @@ class Recoverer:
                 if row.wake_at is not None and row.wake_at > clock.utcnow():
                     report.waiting.append(row.id)
                     continue
-                seen += 1
-                yield row
-                if limit is not None and seen >= limit:
+                ready.append(row)
+            while ready:
+                room = size if limit is None else min(size, limit - seen)
+                if room <= 0:
                     return
+                chunk, ready = ready[:room], ready[room:]
+                for claimed in self._claim(chunk, report):
+                    seen += 1
+                    yield claimed
+                size = min(2 * size, _CLAIM)
             if len(batch) < _BATCH:
                 return
+
+    def _claim(
+        self, chunk: Sequence[_Candidate], report: RecoveryReport
+    ) -> Iterator[tuple[_Candidate, SagaPlan]]:
+        """Claim a chunk in one transaction; yield what was won, and give back, if the pass
+        stops early, what was won but not run."""
+        plans: dict[str, tuple[_Candidate, SagaPlan]] = {}
+        for candidate in chunk:
+            plan = self._plan(candidate, report)  # parks what cannot be rebuilt, unclaimed
+            if plan is not None:
+                plans[candidate.id] = (candidate, plan)
+        won = claims.claim(
+            self.engine,
+            {saga_id: candidate.version for saga_id, (candidate, _) in plans.items()},
+            worker_id=self.journal.worker_id,
+            lease=self.journal.lease,
+        )
+        adopted: list[tuple[_Candidate, SagaPlan]] = []
+        for saga_id, (candidate, plan) in plans.items():
+            claimed = won.get(saga_id)
+            if claimed is None:
+                report.skipped.append(saga_id)  # taken (or moved on) since it was listed
+                continue
+            try:
+                state = decode_state(claimed.row, claimed.attempts, self.journal.serializer)
+            except SagaDefinitionError as exc:  # a result the serializer cannot read back
+                self.journal.give_back(plan, claimed.version)
+                self._park_by_id(saga_id, str(exc), report)
+                continue
+            self.journal.adopt(plan, claimed.version, state)
+            adopted.append((candidate, plan))
+        try:
+            yield from adopted
+        finally:
+            for candidate, _ in adopted:
+                self.journal.unadopt(candidate.id)  # nothing to do for those opened
 
     def _batch(
         self, after: tuple[datetime, str] | None, parked_too: bool, saga_id: str | None
@@ -199,16 +288,17 @@ class Recoverer:
 
     def _run(self, plan: SagaPlan) -> None:
         if plan.is_async:
-            asyncio.run(run_async(plan, self.journal, rand=default_rand))
+            asyncio.run(run_async(plan, self._recovery_journal, rand=default_rand))
         else:
-            run(plan, self.journal, rand=default_rand)
+            run(plan, self._recovery_journal, rand=default_rand)
 
     def _recover_one(
-        self, candidate: _Candidate, report: RecoveryReport, runner: Callable[[SagaPlan], None]
+        self,
+        candidate: _Candidate,
+        plan: SagaPlan,
+        report: RecoveryReport,
+        runner: Callable[[SagaPlan], None],
     ) -> None:
-        plan = self._plan(candidate, report)
-        if plan is None:
-            return
         try:
             runner(plan)
         except BaseException as exc:

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import event, select
 
 from micro_saga import clock
-from saga_store import SagaStore, writes
+from saga_store import SagaStore, claims, writes
 from saga_store.tables import attempts, sagas
 from tests.integration.recovery_support import (
     LEASE,
@@ -31,6 +31,7 @@ from tests.integration.recovery_support import (
     saga_row,
     scripted,
     statuses,
+    wait_for,
 )
 
 
@@ -167,7 +168,10 @@ def test_a_write_whose_fence_moved_writes_no_attempts(store: SagaStore, starts: 
     with store.engine.begin() as conn:
         won = writes.fenced_update(conn, "s", 1, values, finishes=[_finish(0, now)], starts=new)
     assert won is True
-    assert _attempt_rows(store) == [(0, "succeeded"), *((s, "started") for s in range(1, 1 + starts))]
+    assert _attempt_rows(store) == [
+        (0, "succeeded"),
+        *((s, "started") for s in range(1, 1 + starts)),
+    ]
     row = saga_row(store.engine, "s")
     assert (row.version, row.updated_at) == (2, now)
 
@@ -264,7 +268,6 @@ def test_sagas_held_for_recovery_are_given_back_when_the_pass_stops(
 def test_a_claim_misses_a_saga_that_moved_since_it_was_listed(
     store: SagaStore, script: Script
 ) -> None:
-    from saga_store import claims
 
     _seed(store)
     lease = timedelta(seconds=LEASE)
@@ -277,3 +280,38 @@ def test_a_claim_misses_a_saga_that_moved_since_it_was_listed(
     assert claims.claim(store.engine, {"s": 1}, worker_id="w2", lease=lease) == {}
     with store.engine.connect() as conn:
         assert conn.execute(select(sagas.c.owner)).scalar_one() == "w1"
+
+
+def test_the_heartbeat_renews_a_saga_that_recovery_runs(
+    db_url: str, store: SagaStore, script: Script
+) -> None:
+    # Real time here: a recovery worker's heartbeat must renew a 0.5 s lease on the saga it
+    # took over while that saga's step blocks, so no other worker takes it meanwhile.
+    script.on("act", "slow", "crash", "block")
+    with dying_process(db_url, lease_seconds=0.01) as dead:
+        crash(saga_of(dead, ["slow"], saga_id="taken-over"))
+    abandoned = saga_row(store.engine, "taken-over").lease_expires_at
+    assert wait_for(lambda: clock.utcnow() > abandoned)
+    with SagaStore(db_url, worker_id="rescuer", lease_seconds=0.5, heartbeat=True) as rescuer:
+        run = Background(rescuer.recover, "rescuer")
+        try:
+            assert script.entered.wait(10)
+            first = saga_row(store.engine, "taken-over")
+            assert first.owner == "rescuer"
+
+            def renewed_past_first_lease() -> bool:
+                row = saga_row(store.engine, "taken-over")
+                return bool(
+                    clock.utcnow() > first.lease_expires_at + timedelta(seconds=0.1)
+                    and row.version >= first.version + 2
+                )
+
+            assert wait_for(renewed_past_first_lease)
+            with SagaStore(db_url, worker_id="other", heartbeat=False) as other:
+                assert other.recover().summary() == "nothing to recover"
+        finally:
+            script.gate.set()
+        run.join()
+    assert run.error is None
+    assert run.result.succeeded == ["taken-over"]
+    assert script.count("act", "slow") == 2  # the crash, then the rescuer only

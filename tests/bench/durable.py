@@ -1,0 +1,110 @@
+"""Durable sagas against the floor: sagas/s, steps/s, commits per saga, and efficiency.
+
+Floor and saga runs alternate in short rounds on the same engine, and the rates are pooled over
+all rounds (all commits over all the time), so that a noisy neighbour (another process, the
+disk's cache) weighs on both alike. Efficiency is the sagas' pooled commits per second over the
+floor's; the spread of the round-by-round ratio is kept in the JSON.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from saga_store import SagaStore
+
+from .floor import create_floor_table, measure_floor
+from .report import median, pooled, ratio
+from .support import (
+    MODES,
+    STEPS,
+    BenchDb,
+    Counter,
+    Mode,
+    durable_saga,
+    open_store,
+    repeatedly,
+    run_for,
+    runner,
+)
+
+__all__ = ["measure_journal"]
+
+_EXPECTED = list(range(STEPS))
+
+
+def measure_journal(
+    url: str, db: BenchDb, *, rounds: int, floor_seconds: float, saga_seconds: float
+) -> dict[str, Any]:
+    """Floor and durable sagas on a fresh, migrated database, in ``rounds`` short alternations.
+
+    Rates are pooled over the rounds (all commits over all the time), so that a neighbour's
+    burst weighs on the floor and on the sagas alike.
+    """
+    # No heartbeat: its lease renewals would blur the commit counts (it adds none to a saga).
+    store = open_store(url, db, heartbeat=False, upgrade=True)
+    try:
+        create_floor_table(store.engine)
+        _warm_up(store)
+        floors: list[dict[str, Any]] = []
+        runs: dict[Mode, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+        for _ in range(rounds):
+            floors.append(measure_floor(store.engine, floor_seconds))
+            for mode in MODES:
+                runs[mode].append(_run_sagas(store, mode, saga_seconds))
+        floor_rate = pooled(floors, "commits")
+        return {
+            "backend": db.backend,
+            "sqlite_synchronous": db.sqlite_synchronous if db.backend == "sqlite" else None,
+            "floor": {
+                "commits_per_s": floor_rate,
+                "commits": sum(f["commits"] for f in floors),
+                "rounds": [f["commits_per_s"] for f in floors],
+            },
+            "durable": {mode: _summary(runs[mode], floors, floor_rate) for mode in MODES},
+        }
+    finally:
+        store.close()
+
+
+def _warm_up(store: SagaStore) -> None:
+    """Connections, statement caches and imports, before anything is timed."""
+    for mode in MODES:
+        for _ in range(20):
+            results = runner(durable_saga(store), mode)()
+            if results != _EXPECTED:
+                raise RuntimeError(f"a {mode} saga returned {results!r}, not {_EXPECTED!r}")
+    measure_floor(store.engine, 0.2)
+
+
+def _run_sagas(store: SagaStore, mode: Mode, seconds: float) -> dict[str, Any]:
+    with Counter(store.engine) as counter:
+        sagas, elapsed = run_for(seconds, repeatedly(partial(durable_saga, store), mode))
+    return {"sagas": sagas, "seconds": elapsed, "commits": counter.commits}
+
+
+def _summary(
+    runs: list[dict[str, Any]], floors: list[dict[str, Any]], floor_rate: float
+) -> dict[str, Any]:
+    sagas = sum(r["sagas"] for r in runs)
+    commits = sum(r["commits"] for r in runs)
+    sagas_per_s = pooled(runs, "sagas")
+    commits_per_s = pooled(runs, "commits")
+    # each round against the floor measured just before it: how much the ratio moves
+    by_round = [
+        ratio(r["commits"] / r["seconds"], f["commits_per_s"])
+        for r, f in zip(runs, floors, strict=True)
+    ]
+    return {
+        "sagas": sagas,
+        "sagas_per_s": sagas_per_s,
+        "steps_per_s": sagas_per_s * STEPS,
+        "commits_per_saga": ratio(commits, sagas),
+        "commits_per_s": commits_per_s,
+        "efficiency": ratio(commits_per_s, floor_rate),
+        "efficiency_by_round": {
+            "min": min(by_round),
+            "median": median(by_round),
+            "max": max(by_round),
+        },
+    }
