@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from micro_saga.errors import SagaDefinitionError
 from micro_saga.operation import Call
 from micro_saga.plan import SagaPlan, StepPlan
 from micro_saga.retry import ErrorSpec, RetryPolicy, error_name
@@ -11,6 +12,7 @@ from micro_saga.retry import ErrorSpec, RetryPolicy, error_name
 from .errors import SerializationError
 from .registry import Registry
 from .serialize import Serializer
+from .tables import NAME_LENGTH
 
 __all__ = ["PLAN_FORMAT", "decode_plan", "encode_plan"]
 
@@ -19,6 +21,7 @@ PLAN_FORMAT = 1
 
 def encode_plan(plan: SagaPlan, registry: Registry, serializer: Serializer) -> str:
     """The plan as journal text; refuses unregistered functions and unstorable arguments."""
+    _check_lengths(plan)
     steps = [
         {
             "name": step.name,
@@ -47,6 +50,17 @@ def encode_plan(plan: SagaPlan, registry: Registry, serializer: Serializer) -> s
         # tried on its own, to say which one cannot be stored.
         _check_arguments(plan, serializer)
         raise
+
+
+def _check_lengths(plan: SagaPlan) -> None:
+    named = [("saga_id", plan.saga_id), ("saga name", plan.name)]
+    named += [(f"name of step {s.index}", s.name) for s in plan.steps]
+    for what, value in named:
+        if value is not None and len(value) > NAME_LENGTH:
+            raise SagaDefinitionError(
+                f"the {what} is {len(value)} characters long ({value[:40]!r}...): "
+                f"the journal keeps at most {NAME_LENGTH}; shorten it"
+            )
 
 
 def decode_plan(text: str, registry: Registry, serializer: Serializer) -> SagaPlan:

@@ -32,6 +32,7 @@ from micro_saga import (
     clock,
     idempotency_key,
 )
+from micro_saga.clock import utcnow
 
 from . import render, timeline
 from .db import redact
@@ -232,6 +233,14 @@ def _crash_and_recover(
     for line in render.recovery_lines(store.recover()):
         say("   " + line)
     record = store.get(saga_id)
+    while record.status in ("running", "compensating") and record.wake_at is not None:
+        # A retry delay began during recovery: it is journaled, and a later pass honours it.
+        wait = max(0.0, (record.wake_at - utcnow()).total_seconds())
+        say(f"   a retry is due in {wait:.1f} s (journaled); the next recovery pass runs it")
+        time.sleep(wait)
+        for line in render.recovery_lines(store.recover()):
+            say("   " + line)
+        record = store.get(saga_id)
     say()
     say(f"Timeline (saga-store show {saga_id}):")
     say()

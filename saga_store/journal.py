@@ -206,7 +206,8 @@ class SqlJournal:
             try:
                 if entry.lost or entry.final or entry.new_row is not None:
                     continue
-                self._fenced_update(entry)
+                # what is pending goes along (it would be dropped otherwise: a renewal clears it)
+                self._fenced_update(entry, **entry.saga_changes)
             except LeaseLostError:
                 lost.append(entry.plan.saga_id)
             except Exception:
@@ -226,7 +227,7 @@ class SqlJournal:
             if row is None:
                 conn.rollback()
                 return self._new(plan, text, now), None
-            if not _same_calls(row.plan, text, self.serializer):
+            if not _same_calls(row.plan, text, self.serializer, self.registry):
                 raise SagaDefinitionError(
                     f"saga id {plan.saga_id!r} already exists with a different plan: "
                     "a saga id names one business operation; pick a new id for a new one"
@@ -415,13 +416,33 @@ def _attempt_rows(conn: Connection, saga_id: str) -> Sequence[Any]:
     return conn.execute(_SELECT_ATTEMPTS, {"b_saga": saga_id}).all()
 
 
-def _same_calls(stored: str, text: str, serializer: Serializer) -> bool:
-    """Same mode and the same functions with the same arguments (policies may change)."""
+def _same_calls(stored: str, text: str, serializer: Serializer, registry: Registry) -> bool:
+    """Same mode and the same functions with the same arguments (policies may change, and so
+    may a function's registered name: an old name kept for a renamed function is the same)."""
     if stored == text:
         return True
-    a, b = serializer.loads(stored), serializer.loads(text)
+    try:
+        a, b = serializer.loads(stored), serializer.loads(text)
+    except SagaDefinitionError:
+        return False
 
-    def calls(plan: Any) -> Any:
-        return (plan["mode"], [(s["action"], s["compensation"]) for s in plan["steps"]])
+    def same_function(old: str, new: str) -> bool:
+        return old == new or (old in registry and registry.resolve(old) is registry.resolve(new))
 
-    return bool(calls(a) == calls(b))
+    def same_call(old: Any, new: Any) -> bool:
+        if old is None or new is None:
+            return old is new
+        return bool(
+            same_function(old["fn"], new["fn"])
+            and old["args"] == new["args"]
+            and old["kwargs"] == new["kwargs"]
+        )
+
+    return (
+        a["mode"] == b["mode"]
+        and len(a["steps"]) == len(b["steps"])
+        and all(
+            same_call(x["action"], y["action"]) and same_call(x["compensation"], y["compensation"])
+            for x, y in zip(a["steps"], b["steps"], strict=True)
+        )
+    )

@@ -124,6 +124,32 @@ class _RecoveryJournal:
         self.journal.release(saga_id)
 
 
+class _Deferred(BaseException):
+    """A recovered saga reached a retry delay: its end is journaled (wake_at), so the pass
+    moves on and a later pass runs it, instead of sleeping through it."""
+
+
+class _InsideLoop(SagaDefinitionError):
+    """recover() met an async saga while an event loop runs in this thread."""
+
+
+def _defer(seconds: float) -> None:
+    if seconds > 0:
+        raise _Deferred
+
+
+async def _defer_async(seconds: float) -> None:
+    _defer(seconds)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 class Recoverer:
     """Runs recovery passes for one store (one process incarnation)."""
 
@@ -159,9 +185,11 @@ class Recoverer:
     ) -> None:
         try:
             if plan.is_async:
-                await run_async(plan, self._recovery_journal, rand=default_rand)
+                await run_async(plan, self._recovery_journal, sleep=_defer_async, rand=default_rand)
             else:
-                await asyncio.to_thread(run, plan, self._recovery_journal, rand=default_rand)
+                await asyncio.to_thread(
+                    run, plan, self._recovery_journal, sleep=_defer, rand=default_rand
+                )
         except BaseException as exc:
             if self._outcome(candidate.id, exc, report):
                 raise
@@ -288,9 +316,16 @@ class Recoverer:
 
     def _run(self, plan: SagaPlan) -> None:
         if plan.is_async:
-            asyncio.run(run_async(plan, self._recovery_journal, rand=default_rand))
+            if _loop_running():
+                raise _InsideLoop(
+                    f"saga {plan.saga_id!r} has coroutine functions and recover() was called "
+                    "inside a running event loop: use `await store.recover_async()` there"
+                )
+            asyncio.run(
+                run_async(plan, self._recovery_journal, sleep=_defer_async, rand=default_rand)
+            )
         else:
-            run(plan, self._recovery_journal, rand=default_rand)
+            run(plan, self._recovery_journal, sleep=_defer, rand=default_rand)
 
     def _recover_one(
         self,
@@ -316,8 +351,12 @@ class Recoverer:
 
     def _outcome(self, saga_id: str, exc: BaseException, report: RecoveryReport) -> bool:
         """File the saga under its outcome; True when the exception must propagate."""
+        if isinstance(exc, _InsideLoop):
+            return True
         if isinstance(exc, SagaException):
             (report.failed if exc.status == "failed" else report.compensated).append(saga_id)
+        elif isinstance(exc, _Deferred):
+            report.waiting.append(saga_id)  # its next attempt is journaled; a later pass runs it
         elif isinstance(exc, SagaAlreadyRunning | LeaseLostError):
             report.skipped.append(saga_id)
         elif isinstance(exc, SagaDefinitionError):
@@ -328,6 +367,11 @@ class Recoverer:
             return True
         elif isinstance(exc, JournalError):
             report.errors[saga_id] = str(exc)
+        elif isinstance(exc, Exception):
+            # Not the saga's steps (their errors are journaled), so the engine or a decoder:
+            # park it, so neither this pass nor the next ones stall on it.
+            log.error("recovering saga %s failed unexpectedly", saga_id, exc_info=exc)
+            self._park_by_id(saga_id, f"{type(exc).__name__}: {exc}", report)
         else:
             return True
         log.info("recovered saga %s: %s", saga_id, type(exc).__name__)

@@ -21,7 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-__all__ = ["UTCDateTime", "attempts", "events", "metadata", "sagas"]
+__all__ = ["NAME_LENGTH", "UTCDateTime", "attempts", "events", "metadata", "sagas"]
 
 metadata = MetaData(
     naming_convention={
@@ -68,11 +68,13 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 #: JSON and tracebacks can outgrow MySQL's 64 KiB TEXT
 LongText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
-Name = String(200)
+#: the longest saga id, saga name, step name or registered function name the tables hold
+NAME_LENGTH = 200
+Name = String(NAME_LENGTH)
 #: ids compare byte for byte on MySQL too (its default collation ignores case and trailing
 #: spaces, which would make "Order-42 " the saga "order-42")
-SagaId = String(200).with_variant(
-    mysql.VARCHAR(200, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+SagaId = String(NAME_LENGTH).with_variant(
+    mysql.VARCHAR(NAME_LENGTH, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
 )
 
 sagas = Table(
