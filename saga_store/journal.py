@@ -21,6 +21,7 @@ from micro_saga import clock
 from micro_saga.errors import LeaseLostError, SagaAlreadyRunning, SagaDefinitionError
 from micro_saga.plan import SagaPlan
 from micro_saga.state import (
+    FINAL_STATUSES,
     AttemptFinished,
     AttemptStarted,
     Event,
@@ -351,7 +352,7 @@ class SqlJournal:
         """Commit everything pending for the saga in one fenced transaction."""
         if self._inserts_first(entry):
             return
-        final = entry.saga_changes.get("status") in ("succeeded", "compensated", "failed")
+        final = entry.saga_changes.get("status") in FINAL_STATUSES
         self._fenced_update(entry, **entry.saga_changes)
         entry.final = final
 
@@ -370,7 +371,7 @@ class SqlJournal:
                 ) from None
             raise
         self.commits += 1
-        entry.final = row["status"] in ("succeeded", "compensated", "failed")
+        entry.final = row["status"] in FINAL_STATUSES
         entry.new_row = None
         entry.saga_changes = {}
         entry.finishes = []
