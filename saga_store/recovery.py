@@ -173,10 +173,19 @@ class Recoverer:
         report = RecoveryReport()
         # Claimed a chunk at a time as the pass goes, like the sync pass (not all up front).
         candidates = self._candidates(report, limit)
+        fetching: asyncio.Future[tuple[_Candidate, SagaPlan] | None] | None = None
         try:
-            while item := await asyncio.to_thread(next, candidates, None):
+            while True:
+                fetching = asyncio.ensure_future(asyncio.to_thread(next, candidates, None))
+                item = await asyncio.shield(fetching)
+                if item is None:
+                    break
                 await self._recover_one_async(*item, report)
         finally:
+            # Cancelled while a worker thread claims? The generator must stop before it is
+            # closed (which gives back what was claimed but not run).
+            if fetching is not None and not fetching.done():
+                await asyncio.wait([fetching])
             await asyncio.to_thread(candidates.close)
         return report
 

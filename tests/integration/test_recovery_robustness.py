@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from freezegun import freeze_time
@@ -19,7 +21,7 @@ from micro_saga import (
     SagaDefinitionError,
     SagaException,
 )
-from saga_store import Registry, SagaStore
+from saga_store import Registry, SagaStore, claims
 from tests.integration.recovery_support import START, Crash, dying_process
 
 CALLS: dict[str, int] = {}
@@ -50,13 +52,13 @@ def _clean() -> None:
 
 
 @contextlib.contextmanager
-def restarted(db_url: str) -> Iterator[SagaStore]:
+def restarted(db_url: str, worker_id: str = "restarted") -> Iterator[SagaStore]:
     """The service after the restart: the step that killed its process works now."""
     registry = Registry()
     registry.register(step)
     registry.register(later)
     registry.register(step, name=f"{crash.__module__}:{crash.__qualname__}")
-    with SagaStore(db_url, worker_id="restarted", registry=registry, heartbeat=False) as store:
+    with SagaStore(db_url, worker_id=worker_id, registry=registry, heartbeat=False) as store:
         yield store
 
 
@@ -192,3 +194,35 @@ def test_sync_recover_inside_an_event_loop_says_to_use_recover_async(
             with pytest.raises(SagaDefinitionError, match="recover_async"):
                 asyncio.run(wrong())
             assert service.recover().succeeded == ["async-one"]
+
+
+def test_cancelling_an_async_pass_while_it_claims_gives_the_claimed_sagas_back(
+    store: SagaStore, db_url: str
+) -> None:
+    with freeze_time(START, real_asyncio=True) as frozen:
+        _abandon(db_url, "claimed", Operation(step, "a"), Operation(crash, "x"))
+        frozen.tick(timedelta(seconds=2))
+        claiming, go_on = threading.Event(), threading.Event()
+        real_claim = claims.claim
+
+        def slow_claim(*args: Any, **kwargs: Any) -> Any:
+            won = real_claim(*args, **kwargs)
+            claiming.set()
+            go_on.wait(10)
+            return won
+
+        with restarted(db_url) as first, pytest.MonkeyPatch.context() as patch:
+            patch.setattr(claims, "claim", slow_claim)
+
+            async def cancel_mid_claim() -> None:
+                task = asyncio.ensure_future(first.recover_async())
+                await asyncio.to_thread(claiming.wait, 10)
+                task.cancel()
+                await asyncio.sleep(0)
+                go_on.set()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+
+            asyncio.run(cancel_mid_claim())
+        with restarted(db_url, worker_id="second") as second:  # only a given-back lease is free
+            assert second.recover().succeeded == ["claimed"]
