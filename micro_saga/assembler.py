@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Self
 
 from . import core
 from .async_runner import AsyncSleep, run_async
-from .checks import is_text, is_whole
+from .checks import is_text, is_whole, loop_running
 from .errors import SagaDefinitionError, SagaException
 from .journal import Journal, NullJournal
 from .operation import Operation
@@ -134,7 +134,7 @@ class SagaAssembler:
     def _execute(self, mode: Mode) -> list[Any]:
         plan = self.plan(mode)
         if plan.is_async:
-            if _loop_running():
+            if loop_running():
                 raise SagaDefinitionError(
                     "this saga has coroutine functions and an event loop is running: "
                     f"await saga.{_async_name(mode)}() instead"
@@ -159,14 +159,6 @@ def _attempts(retry_attempts: int | None) -> int:
     if retry_attempts < 0:
         raise SagaDefinitionError(f"retry_attempts must be >= 1, got {retry_attempts}")
     return retry_attempts or 1  # the original library treats 0 as 1
-
-
-def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def _async_name(mode: Mode) -> str:

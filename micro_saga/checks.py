@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["is_text", "is_whole"]
+import asyncio
+
+__all__ = ["is_text", "is_whole", "loop_running"]
 
 
 def is_whole(value: object) -> bool:
@@ -13,3 +15,12 @@ def is_whole(value: object) -> bool:
 def is_text(value: object) -> bool:
     """A str with something besides white space."""
     return isinstance(value, str) and bool(value.strip())
+
+
+def loop_running() -> bool:
+    """Whether an asyncio event loop runs in this thread (asyncio.run would refuse)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

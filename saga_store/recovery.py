@@ -21,6 +21,7 @@ from sqlalchemy import Engine, and_, insert, or_, select, update
 
 from micro_saga import clock
 from micro_saga.async_runner import run_async
+from micro_saga.checks import loop_running
 from micro_saga.core import default_rand
 from micro_saga.errors import (
     JournalError,
@@ -140,14 +141,6 @@ def _defer(seconds: float) -> None:
 
 async def _defer_async(seconds: float) -> None:
     _defer(seconds)
-
-
-def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 class Recoverer:
@@ -325,7 +318,7 @@ class Recoverer:
 
     def _run(self, plan: SagaPlan) -> None:
         if plan.is_async:
-            if _loop_running():
+            if loop_running():
                 raise _InsideLoop(
                     f"saga {plan.saga_id!r} has coroutine functions and recover() was called "
                     "inside a running event loop: use `await store.recover_async()` there"

@@ -7,6 +7,14 @@ from collections.abc import Iterator
 import pytest
 
 from saga_store import SagaStore
+from tests.integration.recovery_support import Script, scripted
+
+
+@pytest.fixture
+def script() -> Iterator[Script]:
+    """The recovery tests' scripted steps, reset for each test."""
+    with scripted() as fresh:
+        yield fresh
 
 
 @pytest.fixture

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
-
-import pytest
 
 from saga_store import RecoveryReport, Registry, SagaStore
 from tests.integration.recovery_support import (
@@ -21,15 +18,8 @@ from tests.integration.recovery_support import (
     dying_process,
     frozen_at_start,
     saga_of,
-    scripted,
     statuses,
 )
-
-
-@pytest.fixture
-def script() -> Iterator[Script]:
-    with scripted() as fresh:
-        yield fresh
 
 
 def test_recover_async_runs_async_sagas_on_the_running_loop(

@@ -6,8 +6,6 @@ raises Crash). Recovery before the due time leaves the saga waiting; after it, b
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from micro_saga import RetryPolicy
@@ -23,7 +21,6 @@ from tests.integration.recovery_support import (
     frozen_at_start,
     saga_of,
     saga_row,
-    scripted,
     statuses,
 )
 
@@ -32,12 +29,6 @@ DELAY = 60.0
 # Recovery that ignored a backoff would really sleep (and, the clock being frozen, for ever):
 # fail fast instead.
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-def script() -> Iterator[Script]:
-    with scripted() as fresh:
-        yield fresh
 
 
 def _die_in_backoff(seconds: float) -> None:

@@ -7,7 +7,6 @@ write is refused with LeaseLostError, A runs nothing more of that saga, and B's 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Literal
 
 import pytest
@@ -22,15 +21,8 @@ from tests.integration.recovery_support import (
     frozen_at_start,
     saga_of,
     saga_row,
-    scripted,
     statuses,
 )
-
-
-@pytest.fixture
-def script() -> Iterator[Script]:
-    with scripted() as fresh:
-        yield fresh
 
 
 @pytest.mark.parametrize("noticed_by", ["write", "renewal"])

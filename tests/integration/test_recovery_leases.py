@@ -7,10 +7,7 @@ tests/crash.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
-
-import pytest
 
 from micro_saga import clock
 from saga_store import RecoveryReport, SagaStore
@@ -24,16 +21,9 @@ from tests.integration.recovery_support import (
     frozen_at_start,
     saga_of,
     saga_row,
-    scripted,
     statuses,
     wait_for,
 )
-
-
-@pytest.fixture
-def script() -> Iterator[Script]:
-    with scripted() as fresh:
-        yield fresh
 
 
 def test_a_running_saga_holds_a_lease_that_renewal_moves_with_time(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,18 +21,11 @@ from tests.integration.recovery_support import (
     Script,
     crash,
     saga_of,
-    scripted,
     wait_for,
     wait_for_async,
 )
 
 INTERVAL = 0.05
-
-
-@pytest.fixture
-def script() -> Iterator[Script]:
-    with scripted() as fresh:
-        yield fresh
 
 
 def _abandon(db_url: str, saga_id: str) -> None:

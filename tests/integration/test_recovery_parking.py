@@ -4,8 +4,6 @@ nor retried in a hot loop; a new process tries it again, and a person can re-dri
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import update
 
@@ -24,17 +22,10 @@ from tests.integration.recovery_support import (
     registry_without_legacy,
     saga_of,
     saga_row,
-    scripted,
     statuses,
 )
 
 LEGACY = "recovery-tests:legacy"
-
-
-@pytest.fixture
-def script() -> Iterator[Script]:
-    with scripted() as fresh:
-        yield fresh
 
 
 def _set(store: SagaStore, saga_id: str, **values: object) -> None:

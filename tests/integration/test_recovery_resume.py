@@ -7,8 +7,6 @@ saga per mode and flavour (named by VARIANTS) and recovers them all in one pass.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from saga_store import SagaStore
@@ -23,17 +21,10 @@ from tests.integration.recovery_support import (
     execute,
     frozen_at_start,
     saga_of,
-    scripted,
     statuses,
 )
 
 BOOM = "tests.integration.recovery_support.Boom"
-
-
-@pytest.fixture
-def script() -> Iterator[Script]:
-    with scripted() as fresh:
-        yield fresh
 
 
 def _abc(name: str) -> tuple[str, str, str]:

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -29,16 +28,9 @@ from tests.integration.recovery_support import (
     frozen_at_start,
     saga_of,
     saga_row,
-    scripted,
     statuses,
     wait_for,
 )
-
-
-@pytest.fixture
-def script() -> Iterator[Script]:
-    with scripted() as fresh:
-        yield fresh
 
 
 class Statements:
