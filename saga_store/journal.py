@@ -34,7 +34,8 @@ from micro_saga.state import (
 from . import writes
 from .codec import encode_plan
 from .db import translate_errors
-from .leases import Heartbeat
+from .driver import Writer
+from .leases import Heartbeat, renewal_due
 from .records import decode_state
 from .registry import Registry
 from .serialize import Serializer
@@ -58,6 +59,8 @@ class _Open:
 
     plan: SagaPlan
     version: int
+    #: when the lease this process last wrote runs out (None: not known, renew at once)
+    lease_until: datetime | None = None
     new_row: dict[str, Any] | None = None
     inserts: list[dict[str, Any]] = field(default_factory=list)
     finishes: list[dict[str, Any]] = field(default_factory=list)
@@ -87,6 +90,8 @@ class SqlJournal:
         heartbeat: bool = True,
     ) -> None:
         self.engine = engine
+        #: the write transactions of running sagas (observe their commits with ``listen``)
+        self.writer = Writer(engine)
         self.registry = registry
         self.serializer = serializer
         self.worker_id = worker_id
@@ -154,7 +159,7 @@ class SqlJournal:
                 if entry.dirty:
                     self._flush(entry)
                 # Let recovery take the saga at once instead of waiting for the lease.
-                self._fenced_update(entry, lease_expires_at=clock.utcnow())
+                self._fenced_update(entry, renew=False, lease_expires_at=clock.utcnow())
             except (LeaseLostError, SagaAlreadyRunning):
                 return
             except Exception:
@@ -184,7 +189,7 @@ class SqlJournal:
         entry = _Open(plan=plan, version=version)
         with entry.lock:
             try:
-                self._fenced_update(entry, lease_expires_at=clock.utcnow())
+                self._fenced_update(entry, renew=False, lease_expires_at=clock.utcnow())
             except Exception:
                 log.warning("could not give back saga %s; its lease will expire", plan.saga_id)
 
@@ -208,7 +213,7 @@ class SqlJournal:
                 if entry.lost or entry.final or entry.new_row is not None:
                     continue
                 # what is pending goes along (it would be dropped otherwise: a renewal clears it)
-                self._fenced_update(entry, **entry.saga_changes)
+                self._fenced_update(entry, renew=True, **entry.saga_changes)
             except LeaseLostError:
                 lost.append(entry.plan.saga_id)
             except Exception:
@@ -243,7 +248,7 @@ class SqlJournal:
                     f"(lease until {row.lease_expires_at.isoformat()})"
                 )
             claimed = writes.fenced_update(
-                conn,
+                writes.OnConnection(conn),
                 plan.saga_id,
                 row.version,
                 {
@@ -260,7 +265,7 @@ class SqlJournal:
                 raise SagaAlreadyRunning(f"saga {plan.saga_id!r} was claimed by another worker")
             conn.commit()
             self.commits += 1
-        return _Open(plan=plan, version=row.version + 1), state
+        return _Open(plan=plan, version=row.version + 1, lease_until=now + self.lease), state
 
     def _new(self, plan: SagaPlan, text: str, now: datetime) -> _Open:
         return _Open(
@@ -353,7 +358,7 @@ class SqlJournal:
         if self._inserts_first(entry):
             return
         final = entry.saga_changes.get("status") in FINAL_STATUSES
-        self._fenced_update(entry, **entry.saga_changes)
+        self._fenced_update(entry, renew=False, **entry.saga_changes)
         entry.final = final
 
     def _inserts_first(self, entry: _Open) -> bool:
@@ -361,8 +366,9 @@ class SqlJournal:
             return False
         now = clock.utcnow()
         row = {**entry.new_row, **entry.saga_changes, "updated_at": now}
+        single = writes.one_statement(self.writer.dialect, entry.finishes, entry.inserts)
         try:
-            with translate_errors(self.engine.url), self.engine.begin() as conn:
+            with translate_errors(self.engine.url), self.writer.transaction(single=single) as conn:
                 writes.insert_saga(conn, row, entry.finishes, entry.inserts)
         except Exception as error:
             if isinstance(error.__cause__, sa_exc.IntegrityError):
@@ -372,31 +378,34 @@ class SqlJournal:
             raise
         self.commits += 1
         entry.final = row["status"] in FINAL_STATUSES
+        entry.lease_until = row["lease_expires_at"]
         entry.new_row = None
         entry.saga_changes = {}
         entry.finishes = []
         entry.inserts = []
         return True
 
-    def _fenced_update(self, entry: _Open, **changes: Any) -> None:
+    def _fenced_update(self, entry: _Open, *, renew: bool, **changes: Any) -> None:
+        """Commit what is pending for the saga, fenced by its version; the lease is extended
+        when ``renew`` or when it is due (see ``leases.renewal_due``)."""
         now = clock.utcnow()
-        values = {
-            "version": entry.version + 1,
-            "updated_at": now,
-            "lease_expires_at": now + self.lease,
-            **changes,
-        }
+        values: dict[str, Any] = {"version": entry.version + 1, "updated_at": now}
+        if renew or renewal_due(now, entry.lease_until, self.lease):
+            values["lease_expires_at"] = now + self.lease
+        values.update(changes)
         saga_id = entry.plan.saga_id
-        with translate_errors(self.engine.url), self.engine.begin() as conn:
+        single = writes.one_statement(self.writer.dialect, entry.finishes, entry.inserts)
+        with translate_errors(self.engine.url), self.writer.transaction(single=single) as conn:
             won = writes.fenced_update(
                 conn, saga_id, entry.version, values, finishes=entry.finishes, starts=entry.inserts
             )
             if not won:
                 entry.lost = True
-                conn.rollback()
                 raise _lost(saga_id, self.worker_id)
         self.commits += 1
         entry.version += 1
+        if "lease_expires_at" in values:
+            entry.lease_until = values["lease_expires_at"]
         entry.saga_changes = {}
         entry.finishes = []
         entry.inserts = []

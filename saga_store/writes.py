@@ -7,16 +7,16 @@ statement (data-modifying CTEs; the attempts are written only if the fence holds
 costs the round trips of a one-row INSERT; elsewhere they are up to three statements in the
 transaction.
 
-The statements are SQLAlchemy Core, compiled once per dialect and shape and run as the driver
-SQL they compile to: the compiled-cache path of ``Connection.execute`` spends tens of
-microseconds per statement assembling parameters, which is most of a step's cost on SQLite.
+The statements are SQLAlchemy Core, compiled once per dialect and shape, and run as the driver
+SQL they compile to on whatever offers :class:`Statements`: the journal's driver transactions
+(``saga_store.driver``), or a SQLAlchemy ``Connection`` through :class:`OnConnection`.
 """
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Dialect, bindparam, func, insert, select, update
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -24,7 +24,14 @@ from sqlalchemy.sql.expression import ClauseElement
 
 from .tables import attempts, sagas
 
-__all__ = ["ATTEMPT_KEYS", "fenced_update", "insert_saga"]
+__all__ = [
+    "ATTEMPT_KEYS",
+    "OnConnection",
+    "Statements",
+    "fenced_update",
+    "insert_saga",
+    "one_statement",
+]
 
 #: the keys of a started attempt's row, as the journal builds it
 ATTEMPT_KEYS = ("saga_id", "step", "step_name", "kind", "attempt", "status", "worker", "started_at")
@@ -47,21 +54,59 @@ _FINISH_WHERE = {"b_saga": "saga_id", "b_kind": "kind", "b_step": "step", "b_att
 Row = Mapping[str, Any]
 
 
-def insert_saga(conn: Connection, row: Row, finishes: Sequence[Row], starts: Sequence[Row]) -> None:
+class Statements(Protocol):
+    """Where the writes run: driver SQL with driver parameters, in one transaction."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    def execute(self, sql: str, params: Any) -> int: ...
+
+    def scalar(self, sql: str, params: Any) -> Any: ...
+
+    def executemany(self, sql: str, many: Sequence[Any]) -> None: ...
+
+
+class OnConnection:
+    """:class:`Statements` on a SQLAlchemy ``Connection`` (inside its transaction)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    @property
+    def dialect(self) -> Dialect:
+        return self.conn.dialect
+
+    def execute(self, sql: str, params: Any) -> int:
+        return self.conn.exec_driver_sql(sql, params).rowcount
+
+    def scalar(self, sql: str, params: Any) -> Any:
+        return self.conn.exec_driver_sql(sql, params).scalar_one()
+
+    def executemany(self, sql: str, many: Sequence[Any]) -> None:
+        self.conn.exec_driver_sql(sql, list(many))
+
+
+def one_statement(dialect: Dialect, finishes: Sequence[Row], starts: Sequence[Row]) -> bool:
+    """Whether a commit with these attempts is a single statement on ``dialect``
+    (:func:`fenced_update` and :func:`insert_saga` then run exactly one)."""
+    return dialect.name == "postgresql" and len(finishes) <= 1 and len(starts) <= 1
+
+
+def insert_saga(conn: Statements, row: Row, finishes: Sequence[Row], starts: Sequence[Row]) -> None:
     """Insert a new saga's row with the attempts it starts (and finishes) with."""
-    if conn.dialect.name == "postgresql" and len(starts) == 1 and not finishes:
-        keys = tuple(sorted(row))
-        prepared = _prepared(conn.dialect, ("insert_saga_cte", keys), _insert_saga_cte, keys)
-        conn.exec_driver_sql(prepared.sql, prepared.params({**row, **_prefixed("i_", starts[0])}))
-        return
     keys = tuple(sorted(row))
+    if one_statement(conn.dialect, finishes, starts) and starts and not finishes:
+        prepared = _prepared(conn.dialect, ("insert_saga_cte", keys), _insert_saga_cte, keys)
+        conn.scalar(prepared.sql, prepared.params({**row, **_prefixed("i_", starts[0])}))
+        return
     prepared = _prepared(conn.dialect, ("insert_saga", keys), _insert_saga, keys)
-    conn.exec_driver_sql(prepared.sql, prepared.params(row))
+    conn.execute(prepared.sql, prepared.params(row))
     _write_attempts(conn, finishes, starts)
 
 
 def fenced_update(
-    conn: Connection,
+    conn: Statements,
     saga_id: str,
     version: int,
     values: Row,
@@ -75,8 +120,7 @@ def fenced_update(
     """
     columns = tuple(sorted(values))
     where = {"b_id": saga_id, "b_version": version}
-    one_each = len(finishes) <= 1 and len(starts) <= 1 and bool(finishes or starts)
-    if conn.dialect.name == "postgresql" and one_each:
+    if one_statement(conn.dialect, finishes, starts) and (finishes or starts):
         shape = ("fenced_cte", columns, bool(finishes), bool(starts))
         prepared = _prepared(conn.dialect, shape, _fenced_cte, *shape[1:])
         params = {**values, **where}
@@ -84,26 +128,24 @@ def fenced_update(
             params.update(_prefixed("f_", finishes[0]))
         if starts:
             params.update(_prefixed("i_", starts[0]))
-        won = conn.exec_driver_sql(prepared.sql, prepared.params(params)).scalar_one()
-        return bool(won)
+        return bool(conn.scalar(prepared.sql, prepared.params(params)))
     prepared = _prepared(conn.dialect, ("fenced", columns), _fenced, columns)
-    result = conn.exec_driver_sql(prepared.sql, prepared.params({**values, **where}))
-    if result.rowcount != 1:
+    if conn.execute(prepared.sql, prepared.params({**values, **where})) != 1:
         return False
     _write_attempts(conn, finishes, starts)
     return True
 
 
-def _write_attempts(conn: Connection, finishes: Sequence[Row], starts: Sequence[Row]) -> None:
-    # One row is executed as such: an executemany of one row costs more on every driver.
-    if finishes:
-        prepared = _prepared(conn.dialect, ("finish",), _finish)
-        many = [prepared.params(row) for row in finishes]
-        conn.exec_driver_sql(prepared.sql, many[0] if len(many) == 1 else many)
-    if starts:
-        prepared = _prepared(conn.dialect, ("start",), _start)
-        many = [prepared.params(row) for row in starts]
-        conn.exec_driver_sql(prepared.sql, many[0] if len(many) == 1 else many)
+def _write_attempts(conn: Statements, finishes: Sequence[Row], starts: Sequence[Row]) -> None:
+    for rows, shape, build in ((finishes, "finish", _finish), (starts, "start", _start)):
+        if not rows:
+            continue
+        prepared = _prepared(conn.dialect, (shape,), build)
+        # One row is executed as such: an executemany of one row costs more on every driver.
+        if len(rows) == 1:
+            conn.execute(prepared.sql, prepared.params(rows[0]))
+        else:
+            conn.executemany(prepared.sql, [prepared.params(row) for row in rows])
 
 
 def _prefixed(prefix: str, row: Row) -> dict[str, Any]:

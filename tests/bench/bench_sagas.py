@@ -159,7 +159,7 @@ def render(results: dict[str, Any]) -> str:
     rows: list[list[Any]] = []
     for mode, figures in results.get("in_memory", {}).items():
         rows.append(["in-memory", None, mode, figures["sagas_per_s"], figures["steps_per_s"]])
-        rows[-1].extend([None, None, None])
+        rows[-1].extend([None, None, None, None])
     for label, figures in results["backends"].items():
         floor = figures.get("floor", {}).get("commits_per_s")
         for mode, durable in figures.get("durable", {}).items():
@@ -171,6 +171,7 @@ def render(results: dict[str, Any]) -> str:
                     durable["sagas_per_s"],
                     durable["steps_per_s"],
                     durable["commits_per_saga"],
+                    durable.get("server_commits_per_saga"),
                     durable["commits_per_s"],
                     durable["efficiency"],
                 ]
@@ -187,6 +188,7 @@ def render(results: dict[str, Any]) -> str:
                     "sagas/s",
                     "steps/s",
                     "commits/saga",
+                    "server says",
                     "commits/s",
                     "of floor",
                 ],

@@ -15,6 +15,7 @@ from saga_store import SagaStore
 
 from .floor import create_floor_table, measure_floor
 from .report import median, pooled, ratio
+from .server import server_commits
 from .support import (
     MODES,
     STEPS,
@@ -49,7 +50,7 @@ def measure_journal(
         floors: list[dict[str, Any]] = []
         runs: dict[Mode, list[dict[str, Any]]] = {mode: [] for mode in MODES}
         for _ in range(rounds):
-            floors.append(measure_floor(store.engine, floor_seconds))
+            floors.append(measure_floor(store, floor_seconds))
             for mode in MODES:
                 runs[mode].append(_run_sagas(store, mode, saga_seconds))
         floor_rate = pooled(floors, "commits")
@@ -60,6 +61,7 @@ def measure_journal(
                 "commits_per_s": floor_rate,
                 "commits": sum(f["commits"] for f in floors),
                 "rounds": [f["commits_per_s"] for f in floors],
+                "server_commits": _total([f["server_commits"] for f in floors]),
             },
             "durable": {mode: _summary(runs[mode], floors, floor_rate) for mode in MODES},
         }
@@ -74,13 +76,20 @@ def _warm_up(store: SagaStore) -> None:
             results = runner(durable_saga(store), mode)()
             if results != _EXPECTED:
                 raise RuntimeError(f"a {mode} saga returned {results!r}, not {_EXPECTED!r}")
-    measure_floor(store.engine, 0.2)
+    measure_floor(store, 0.2)
 
 
 def _run_sagas(store: SagaStore, mode: Mode, seconds: float) -> dict[str, Any]:
-    with Counter(store.engine) as counter:
+    before = server_commits(store.engine)
+    with Counter(store) as counter:
         sagas, elapsed = run_for(seconds, repeatedly(partial(durable_saga, store), mode))
-    return {"sagas": sagas, "seconds": elapsed, "commits": counter.commits}
+    after = server_commits(store.engine)
+    return {
+        "sagas": sagas,
+        "seconds": elapsed,
+        "commits": counter.commits,
+        "server_commits": None if before is None or after is None else after - before,
+    }
 
 
 def _summary(
@@ -88,6 +97,7 @@ def _summary(
 ) -> dict[str, Any]:
     sagas = sum(r["sagas"] for r in runs)
     commits = sum(r["commits"] for r in runs)
+    server = [r["server_commits"] for r in runs]
     sagas_per_s = pooled(runs, "sagas")
     commits_per_s = pooled(runs, "commits")
     # each round against the floor measured just before it: how much the ratio moves
@@ -100,6 +110,8 @@ def _summary(
         "sagas_per_s": sagas_per_s,
         "steps_per_s": sagas_per_s * STEPS,
         "commits_per_saga": ratio(commits, sagas),
+        # the server's own count over the same runs (None on SQLite)
+        "server_commits_per_saga": _ratio_or_none(_total(server), sagas),
         "commits_per_s": commits_per_s,
         "efficiency": ratio(commits_per_s, floor_rate),
         "efficiency_by_round": {
@@ -108,3 +120,11 @@ def _summary(
             "max": max(by_round),
         },
     }
+
+
+def _total(counts: list[int | None]) -> int | None:
+    return None if None in counts else sum(c for c in counts if c is not None)
+
+
+def _ratio_or_none(part: int | None, whole: int) -> float | None:
+    return None if part is None else ratio(part, whole)

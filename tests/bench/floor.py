@@ -11,6 +11,9 @@ from typing import Any
 
 from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, insert
 
+from saga_store import SagaStore
+
+from .server import server_commits
 from .support import Counter, run_for
 
 __all__ = ["create_floor_table", "measure_floor"]
@@ -30,23 +33,25 @@ def create_floor_table(engine: Engine) -> None:
     _metadata.create_all(engine)
 
 
-def measure_floor(engine: Engine, seconds: float) -> dict[str, Any]:
-    """Commit one-row transactions for ``seconds``; returns commits and commits/s.
-
-    The commits are counted by the same listener as the sagas' (a listener makes SQLAlchemy
-    dispatch events on every statement, so both sides pay for it alike).
+def measure_floor(store: SagaStore, seconds: float) -> dict[str, Any]:
+    """Commit one-row transactions on the store's engine for ``seconds``; returns commits and
+    commits/s, counted by the same counter as the sagas' commits.
     """
+    engine = store.engine
 
     def once() -> None:
         with engine.begin() as conn:
             conn.execute(_INSERT, _PAYLOAD)
 
-    with Counter(engine) as counter:
+    before = server_commits(engine)
+    with Counter(store) as counter:
         transactions, elapsed = run_for(seconds, once)
+    after = server_commits(engine)
     if counter.commits != transactions:
         raise RuntimeError(f"{transactions} transactions but {counter.commits} commits counted")
     return {
         "commits": counter.commits,
         "seconds": elapsed,
         "commits_per_s": counter.commits / elapsed,
+        "server_commits": None if before is None or after is None else after - before,
     }

@@ -184,7 +184,7 @@ def _worker(url: str, synchronous: str, worker_id: str, folder: Path) -> None:
             conn.execute(select(func.count()).select_from(sagas)).scalar_one()
         (folder / f"{worker_id}.ready").touch()
         _wait_for((folder / "go").exists, _TIMEOUT)
-        with Counter(store.engine) as counter:
+        with Counter(store, statements=True) as counter:
             started = time.time()
             report = store.recover()
             finished = time.time()

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection
 
 from micro_saga import Operation, SagaAssembler
 from saga_store import Registry, SagaStore
 from saga_store.db import SqliteSync
 from tests import dbs
+from tests.watch import Watch, WhatHappened
 
 __all__ = [
     "MODES",
@@ -145,45 +146,29 @@ def repeatedly(make: Callable[[], SagaAssembler], mode: Mode) -> Callable[[], li
     return once
 
 
-class Counter:
-    """Counts what an engine does while attached: commits, and statements by kind.
+class Counter(Watch):
+    """Counts what a store does while attached: commits, and (``statements=True``) statements
+    by kind.
 
-    The commits are counted by SQLAlchemy's own ``commit`` event, so a commit budget is
-    measured, never assumed.
+    Commits are counted where they happen, through either door (SQLAlchemy's ``commit`` event,
+    the journal's driver transactions): a commit budget is measured, never assumed.
     """
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, store: SagaStore, *, statements: bool = False) -> None:
+        super().__init__(store, self._seen, statements=statements)
         self.commits = 0
         self.statements: dict[str, int] = {}
 
-    def reset(self) -> None:
-        self.commits = 0
-        self.statements = {}
-
-    def _on_commit(self, _conn: Any) -> None:
-        self.commits += 1
-
-    def _on_execute(
-        self,
-        _conn: Any,
-        _cursor: Any,
-        statement: str,
-        _parameters: Any,
-        _context: Any,
-        _executemany: bool,
-    ) -> None:
-        kind = classify(statement)
-        self.statements[kind] = self.statements.get(kind, 0) + 1
+    def _seen(self, what: WhatHappened, sql: str, _conn: Connection | None) -> None:
+        if what == "commit":
+            self.commits += 1
+        elif what == "execute" and self.with_statements:
+            kind = classify(sql)
+            self.statements[kind] = self.statements.get(kind, 0) + 1
 
     def __enter__(self) -> Counter:
-        event.listen(self.engine, "commit", self._on_commit)
-        event.listen(self.engine, "before_cursor_execute", self._on_execute)
+        self.start()
         return self
-
-    def __exit__(self, *_: object) -> None:
-        event.remove(self.engine, "commit", self._on_commit)
-        event.remove(self.engine, "before_cursor_execute", self._on_execute)
 
 
 def classify(statement: str) -> str:

@@ -39,7 +39,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Connection, event, func, select
+from sqlalchemy import Connection, func, select
 
 from micro_saga import AsyncOperation, Operation, RetryPolicy, SagaAssembler, SagaException, clock
 from micro_saga.context import StepKind
@@ -48,6 +48,7 @@ from saga_store import RecoveryReport, SagaStore
 from saga_store.tables import sagas
 from tests.crash import steps
 from tests.crash.steps import act, act_async, undo, undo_async
+from tests.watch import Watch, WhatHappened
 
 __all__ = ["main"]
 
@@ -55,28 +56,44 @@ __all__ = ["main"]
 
 
 class CommitKiller:
-    """A ``commit`` listener on the store's engine: counts commits and SIGKILLs the process at
-    the Nth, before it reaches the database ("before") or right after it did ("after")."""
+    """Counts the store's commits (through SQLAlchemy or the journal's driver transactions,
+    seen by :class:`tests.watch.Watch`) and SIGKILLs the process at the Nth, before it reaches
+    the database ("before") or right after it did ("after")."""
 
     def __init__(self, at: int | None, when: Literal["before", "after"]) -> None:
         self.at = at
         self.when = when
         self.count = 0
         self._lock = threading.Lock()
+        self._armed = False
 
-    def __call__(self, conn: Connection) -> None:
+    def __call__(self, what: WhatHappened, _sql: str, conn: Connection | None) -> None:
+        if what == "committed":
+            if self._armed:
+                _die()
+            return
+        if what != "commit":
+            return
         with self._lock:
             self.count += 1
             hit = self.count == self.at
         if not hit:
             return
-        if self.when == "after":
-            # The commit this event announces, done here and now: the process dies with the
-            # transaction durable and nothing after it run.
-            dbapi = conn.connection.dbapi_connection
-            assert dbapi is not None
-            dbapi.commit()
-        os.kill(os.getpid(), signal.SIGKILL)
+        if self.when == "before":
+            _die()
+        if conn is None:
+            self._armed = True  # the journal says "committed" once it did
+            return
+        # SQLAlchemy announces a commit only before it: the commit is done here and now, and the
+        # process dies with the transaction durable and nothing after it run.
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        dbapi.commit()
+        _die()
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -189,7 +206,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     # No heartbeat: its lease renewals would make the commit count depend on timing.
     store = SagaStore(args.url, worker_id=args.worker, lease_seconds=args.lease, heartbeat=False)
     killer = CommitKiller(args.kill_commit, args.kill_when)
-    event.listen(store.engine, "commit", killer)
+    Watch(store, killer).start()  # for the life of the process
     saga = _saga(
         store,
         saga_id=args.saga_id,
@@ -227,7 +244,7 @@ def _unfinished(store: SagaStore) -> int:
 def _recover(args: argparse.Namespace) -> dict[str, Any]:
     store = SagaStore(args.url, worker_id=args.worker, lease_seconds=args.lease)
     killer = CommitKiller(args.kill_commit, args.kill_when)
-    event.listen(store.engine, "commit", killer)
+    Watch(store, killer).start()  # for the life of the process
     reports: list[dict[str, Any]] = []
     try:
         if args.ready:

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from micro_saga import AsyncOperation, Operation, SagaAssembler
 from saga_store import SagaStore, default_registry
+from tests.watch import Watch, WhatHappened
 
 #: how long each SQL statement of the store takes in these tests
 STATEMENT_DELAY = 0.05
@@ -73,25 +74,24 @@ for _func in (pay, repay, pack, post):
     default_registry.register(_func)
 
 
-class SlowStatements:
-    """Makes every statement on ``engine`` take STATEMENT_DELAY, noting which thread ran it."""
+class SlowStatements(Watch):
+    """Makes every statement of ``store`` take STATEMENT_DELAY, noting which thread ran it."""
 
-    def __init__(self, engine: sa.Engine) -> None:
-        self.engine = engine
+    def __init__(self, store: SagaStore) -> None:
+        super().__init__(store, self._slow)
         self.threads: list[int] = []
         self._lock = threading.Lock()
 
-    def __call__(self, *_: Any) -> None:
+    def _slow(self, what: WhatHappened, _sql: str, _conn: sa.Connection | None) -> None:
+        if what != "execute":
+            return
         with self._lock:
             self.threads.append(threading.get_ident())
         time.sleep(STATEMENT_DELAY)  # slow I/O, not a wait for time to pass
 
     def __enter__(self) -> SlowStatements:
-        sa.event.listen(self.engine, "before_cursor_execute", self)
+        self.start()
         return self
-
-    def __exit__(self, *_: object) -> None:
-        sa.event.remove(self.engine, "before_cursor_execute", self)
 
 
 def _checkout(store: SagaStore, saga_id: str) -> SagaAssembler:
@@ -129,7 +129,7 @@ async def _run_with_ticker(saga: SagaAssembler, mode: str) -> tuple[list[Any], l
 def test_a_slow_database_does_not_block_the_event_loop(store: SagaStore, mode: str) -> None:
     saga = _checkout(store, f"slow-{mode}")
 
-    with SlowStatements(store.engine) as slow:
+    with SlowStatements(store) as slow:
         started = time.monotonic()
         results, ticks, loop_thread = asyncio.run(_run_with_ticker(saga, mode))
         elapsed = time.monotonic() - started

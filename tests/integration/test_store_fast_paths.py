@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import Connection, select
 
 from micro_saga import clock
 from saga_store import SagaStore, claims, writes
@@ -31,26 +31,29 @@ from tests.integration.recovery_support import (
     statuses,
     wait_for,
 )
+from tests.watch import Watch, WhatHappened
 
 
-class Statements:
-    """SQL statements the engine runs while attached, but its BEGINs."""
+class Statements(Watch):
+    """SQL statements the store runs while attached (through either door), but its BEGINs."""
 
     def __init__(self, store: SagaStore) -> None:
-        self.engine = store.engine
+        super().__init__(store, self._record)
         self.seen: list[str] = []
+        #: the full text of each UPDATE that claims sagas (a claim clears the parked fields)
+        self.claims: list[str] = []
 
-    def _record(self, *args: Any) -> None:
-        statement: str = args[2]
-        if not statement.lstrip().upper().startswith("BEGIN"):
-            self.seen.append(statement.lstrip().split(None, 1)[0].upper())
+    def _record(self, what: WhatHappened, sql: str, _conn: Connection | None) -> None:
+        if what != "execute" or sql.lstrip().upper().startswith("BEGIN"):
+            return
+        verb = sql.lstrip().split(None, 1)[0].upper()
+        self.seen.append(verb)
+        if verb == "UPDATE" and "parked_by" in sql:
+            self.claims.append(sql)
 
     def __enter__(self) -> Statements:
-        event.listen(self.engine, "before_cursor_execute", self._record)
+        self.start()
         return self
-
-    def __exit__(self, *_: object) -> None:
-        event.remove(self.engine, "before_cursor_execute", self._record)
 
 
 def test_each_commit_is_one_statement_on_postgresql_and_at_most_three_elsewhere(
@@ -105,8 +108,8 @@ def _seed(store: SagaStore) -> dict[str, Any]:
         "lease_expires_at": now,
         "version": 1,
     }
-    with store.engine.begin() as conn:
-        writes.insert_saga(conn, row, [], [_start(0, now)])
+    with store.engine.begin() as conn:  # through SQLAlchemy, as OnConnection allows
+        writes.insert_saga(writes.OnConnection(conn), row, [], [_start(0, now)])
     return row
 
 
@@ -151,14 +154,18 @@ def test_a_write_whose_fence_moved_writes_no_attempts(store: SagaStore, starts: 
     now = clock.utcnow()
     new = [_start(step, now) for step in range(1, 1 + starts)]
     values = {"version": 2, "updated_at": now}
-    with store.engine.begin() as conn:
-        won = writes.fenced_update(conn, "s", 7, values, finishes=[_finish(0, now)], starts=new)
+    finishes = [_finish(0, now)]
+    writer = store.journal.writer
+    single = writes.one_statement(writer.dialect, finishes, new)
+    assert single == (store.engine.dialect.name == "postgresql" and starts == 1)
+    with writer.transaction(single=single) as conn:
+        won = writes.fenced_update(conn, "s", 7, values, finishes=finishes, starts=new)
     assert won is False
     assert _attempt_rows(store) == [(0, "started")]
     assert saga_row(store.engine, "s").version == 1
 
-    with store.engine.begin() as conn:
-        won = writes.fenced_update(conn, "s", 1, values, finishes=[_finish(0, now)], starts=new)
+    with writer.transaction(single=single) as conn:
+        won = writes.fenced_update(conn, "s", 1, values, finishes=finishes, starts=new)
     assert won is True
     assert _attempt_rows(store) == [
         (0, "succeeded"),
@@ -178,19 +185,11 @@ def test_recovery_claims_abandoned_sagas_a_chunk_per_transaction(
                 script.on("act", saga_id, "crash")
                 crash(saga_of(dead, [saga_id], saga_id=saga_id))
         frozen.tick(LEASE + 1)
-        claims: list[str] = []
-
-        def claim(*args: Any) -> None:
-            if "parked_by" in args[2] and args[2].lstrip().upper().startswith("UPDATE"):
-                claims.append(args[2])
-
-        event.listen(store.engine, "before_cursor_execute", claim)
         with Statements(store) as statements:
             report = store.recover()
-        event.remove(store.engine, "before_cursor_execute", claim)
     assert sorted(report.succeeded) == ids
     assert report.skipped == []
-    assert len(claims) == 6  # chunks of 1, 2, 4, 8, 16 and the last 9
+    assert len(statements.claims) == 6  # chunks of 1, 2, 4, 8, 16 and the last 9
     # one page to find them; per chunk, its rows locked and its attempts read
     assert statements.seen.count("SELECT") == 1 + 2 * 6
     for saga_id in ids:

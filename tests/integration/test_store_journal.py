@@ -37,6 +37,7 @@ from micro_saga import (
 from saga_store import SagaStore, default_registry
 from saga_store.records import AttemptRecord
 from saga_store.tables import attempts, sagas
+from tests.watch import Commits
 
 Executor = Callable[[SagaAssembler], list[Any]]
 
@@ -442,26 +443,6 @@ def test_choreographed_plan_records_its_mode(store: SagaStore) -> None:
 # -- the write budget ------------------------------------------------------------------------
 
 
-class CommitCounter:
-    """Counts COMMITs on an engine (every connection of its pool) while installed."""
-
-    def __init__(self, engine: sa.Engine) -> None:
-        self.engine = engine
-        self.count = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, _conn: sa.Connection) -> None:
-        with self._lock:
-            self.count += 1
-
-    def __enter__(self) -> CommitCounter:
-        sa.event.listen(self.engine, "commit", self)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        sa.event.remove(self.engine, "commit", self)
-
-
 def _numbered_saga(store: SagaStore, steps: int, saga_id: str) -> SagaAssembler:
     saga = store.saga("budget", saga_id=saga_id)
     for index in range(steps):
@@ -477,7 +458,7 @@ def test_orchestrated_saga_of_n_steps_costs_n_plus_one_commits(store: SagaStore)
                 saga = _numbered_saga(store, steps, f"budget-{steps}-{runner}")
                 journal_before = store.journal.commits
 
-                with CommitCounter(store.engine) as commits:
+                with Commits(store) as commits:
                     if runner == "sync":
                         results = saga.orchestrator_execute()
                     else:
@@ -499,7 +480,7 @@ def test_choreographed_saga_of_n_steps_costs_at_most_2n_plus_2_commits(
         with each(f"{steps} steps"):
             saga = _numbered_saga(store, steps, f"budget-c-{steps}")
 
-            with CommitCounter(store.engine) as commits:
+            with Commits(store) as commits:
                 results = saga.choreography_execute()
 
             assert results == [10 * i for i in range(steps)]
@@ -512,7 +493,7 @@ def test_choreographed_saga_of_n_steps_costs_at_most_2n_plus_2_commits(
 def test_reading_history_commits_nothing(store: SagaStore) -> None:
     _register_snippet_functions(store)
     _numbered_saga(store, 2, "quiet").orchestrator_execute()
-    with CommitCounter(store.engine) as commits:
+    with Commits(store) as commits:
         store.get("quiet")
         store.list()
         store.stats()
