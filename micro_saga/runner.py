@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import wait
 from typing import Any
 
 from . import clock
@@ -13,6 +13,7 @@ from .core import Batch, Execution
 from .decide import BeginCompensation, Done, GaveUp, RunAttempt, RunSteps, Wait
 from .journal import Journal
 from .plan import SagaPlan
+from .workers import workers
 
 __all__ = ["Sleep", "run"]
 
@@ -45,11 +46,10 @@ def _run_steps(ex: Execution, action: RunSteps, sleep: Sleep) -> None:
         return
     starts = first_starts(ex, action)
     ex.apply(Batch(tuple(ex.started(i, action.kind, n) for i, n in starts.items()), durable=True))
-    with ThreadPoolExecutor(max_workers=len(action.steps)) as pool:
-        futures = [
-            pool.submit(_run_step, ex, i, action.kind, sleep, starts.get(i)) for i in action.steps
-        ]
-        wait(futures)
+    futures = [
+        workers.submit(_run_step, ex, i, action.kind, sleep, starts.get(i)) for i in action.steps
+    ]
+    wait(futures)  # every step still in flight finishes (and is journaled) before compensating
     for future in futures:
         error = future.exception()
         if error is not None:
