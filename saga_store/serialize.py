@@ -41,7 +41,7 @@ class JsonSerializer:
 
     def dumps(self, value: Any) -> str:
         try:
-            return json.dumps(value, default=_encode, allow_nan=False, separators=(",", ":"))
+            return _ENCODER.encode(value)
         except (TypeError, ValueError) as exc:
             raise SerializationError(
                 f"cannot store {_describe(value)} as JSON ({exc}): use JSON types (str, int, "
@@ -51,7 +51,7 @@ class JsonSerializer:
 
     def loads(self, text: str) -> Any:
         try:
-            return json.loads(text, object_hook=_decode)
+            return _DECODER.decode(text)
         except Exception as exc:  # any decoder's error (e.g. decimal.InvalidOperation) is ours
             raise SerializationError(f"journal text is not valid JSON: {exc}") from None
 
@@ -95,3 +95,9 @@ def _decode(obj: dict[str, Any]) -> Any:
 
 def _describe(value: Any) -> str:
     return f"a {type(value).__name__}" if not isinstance(value, dict | list) else "a value"
+
+
+# Made once: json.dumps and json.loads build a new encoder or decoder on every call that passes
+# options, which costs more than encoding a step's result.
+_ENCODER = json.JSONEncoder(default=_encode, allow_nan=False, separators=(",", ":"))
+_DECODER = json.JSONDecoder(object_hook=_decode)
