@@ -158,15 +158,17 @@ def render(results: dict[str, Any]) -> str:
         parts.append(f"  {backend}: {', '.join(f'{k}={v}' for k, v in info.items() if k != 'url')}")
     rows: list[list[Any]] = []
     for mode, figures in results.get("in_memory", {}).items():
-        rows.append(["in-memory", None, mode, figures["sagas_per_s"], figures["steps_per_s"]])
-        rows[-1].extend([None, None, None, None])
+        rows.append(["in-memory", None, None, mode, figures["sagas_per_s"], figures["steps_per_s"]])
+        rows[-1].extend([None] * 5)
     for label, figures in results["backends"].items():
         floor = figures.get("floor", {}).get("commits_per_s")
+        driver_floor = figures.get("driver_floor", {}).get("commits_per_s")
         for mode, durable in figures.get("durable", {}).items():
             rows.append(
                 [
                     label,
                     floor,
+                    driver_floor,
                     mode,
                     durable["sagas_per_s"],
                     durable["steps_per_s"],
@@ -174,6 +176,7 @@ def render(results: dict[str, Any]) -> str:
                     durable.get("server_commits_per_saga"),
                     durable["commits_per_s"],
                     durable["efficiency"],
+                    durable.get("efficiency_vs_driver_floor"),
                 ]
             )
     if rows:
@@ -184,6 +187,7 @@ def render(results: dict[str, Any]) -> str:
                 [
                     "database",
                     "floor commits/s",
+                    "driver floor",
                     "saga",
                     "sagas/s",
                     "steps/s",
@@ -191,6 +195,7 @@ def render(results: dict[str, Any]) -> str:
                     "server says",
                     "commits/s",
                     "of floor",
+                    "of driver floor",
                 ],
                 rows,
             ),

@@ -48,12 +48,15 @@ def measure_journal(
         create_floor_table(store.engine)
         _warm_up(store)
         floors: list[dict[str, Any]] = []
+        driver_floors: list[dict[str, Any]] = []
         runs: dict[Mode, list[dict[str, Any]]] = {mode: [] for mode in MODES}
         for _ in range(rounds):
             floors.append(measure_floor(store, floor_seconds))
+            driver_floors.append(measure_floor(store, floor_seconds, driver=True))
             for mode in MODES:
                 runs[mode].append(_run_sagas(store, mode, saga_seconds))
         floor_rate = pooled(floors, "commits")
+        driver_rate = pooled(driver_floors, "commits")
         return {
             "backend": db.backend,
             "sqlite_synchronous": db.sqlite_synchronous if db.backend == "sqlite" else None,
@@ -63,7 +66,16 @@ def measure_journal(
                 "rounds": [f["commits_per_s"] for f in floors],
                 "server_commits": _total([f["server_commits"] for f in floors]),
             },
-            "durable": {mode: _summary(runs[mode], floors, floor_rate) for mode in MODES},
+            # the same one-row INSERT through the journal's driver transactions
+            "driver_floor": {
+                "commits_per_s": driver_rate,
+                "commits": sum(f["commits"] for f in driver_floors),
+                "rounds": [f["commits_per_s"] for f in driver_floors],
+                "server_commits": _total([f["server_commits"] for f in driver_floors]),
+            },
+            "durable": {
+                mode: _summary(runs[mode], floors, floor_rate, driver_rate) for mode in MODES
+            },
         }
     finally:
         store.close()
@@ -77,6 +89,7 @@ def _warm_up(store: SagaStore) -> None:
             if results != _EXPECTED:
                 raise RuntimeError(f"a {mode} saga returned {results!r}, not {_EXPECTED!r}")
     measure_floor(store, 0.2)
+    measure_floor(store, 0.2, driver=True)
 
 
 def _run_sagas(store: SagaStore, mode: Mode, seconds: float) -> dict[str, Any]:
@@ -93,7 +106,10 @@ def _run_sagas(store: SagaStore, mode: Mode, seconds: float) -> dict[str, Any]:
 
 
 def _summary(
-    runs: list[dict[str, Any]], floors: list[dict[str, Any]], floor_rate: float
+    runs: list[dict[str, Any]],
+    floors: list[dict[str, Any]],
+    floor_rate: float,
+    driver_rate: float,
 ) -> dict[str, Any]:
     sagas = sum(r["sagas"] for r in runs)
     commits = sum(r["commits"] for r in runs)
@@ -114,6 +130,7 @@ def _summary(
         "server_commits_per_saga": _ratio_or_none(_total(server), sagas),
         "commits_per_s": commits_per_s,
         "efficiency": ratio(commits_per_s, floor_rate),
+        "efficiency_vs_driver_floor": ratio(commits_per_s, driver_rate),
         "efficiency_by_round": {
             "min": min(by_round),
             "median": median(by_round),

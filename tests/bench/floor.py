@@ -29,19 +29,39 @@ _INSERT = insert(floor_rows)
 _PAYLOAD = {"payload": "x" * 40}
 
 
+def _driver_insert(engine: Engine) -> tuple[str, Any]:
+    """The floor's INSERT as driver SQL and parameters for the engine's dialect."""
+    compiled = _INSERT.compile(dialect=engine.dialect, column_keys=list(_PAYLOAD))
+    if compiled.positional:
+        return compiled.string, tuple(_PAYLOAD[name] for name in compiled.positiontup or ())
+    return compiled.string, dict(_PAYLOAD)
+
+
 def create_floor_table(engine: Engine) -> None:
     _metadata.create_all(engine)
 
 
-def measure_floor(store: SagaStore, seconds: float) -> dict[str, Any]:
+def measure_floor(store: SagaStore, seconds: float, *, driver: bool = False) -> dict[str, Any]:
     """Commit one-row transactions on the store's engine for ``seconds``; returns commits and
     commits/s, counted by the same counter as the sagas' commits.
+
+    ``driver``: the same INSERT through the journal's own driver transactions (one statement:
+    on PostgreSQL in autocommit, one round trip), the cheapest commit the journal could make.
     """
     engine = store.engine
+    writer = store.journal.writer
+    sql, params = _driver_insert(engine)
 
     def once() -> None:
         with engine.begin() as conn:
             conn.execute(_INSERT, _PAYLOAD)
+
+    def once_on_driver() -> None:
+        with writer.transaction(single=True) as cursor:
+            cursor.execute(sql, params)
+
+    if driver:
+        once = once_on_driver
 
     before = server_commits(engine)
     with Counter(store) as counter:
