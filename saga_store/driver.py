@@ -41,7 +41,7 @@ Listener = Callable[[Moment, str], None]
 class Cursor:
     """The statements of one write transaction (driver SQL, driver parameters)."""
 
-    __slots__ = ("_cursor", "_notify", "_single", "_used", "dialect", "last")
+    __slots__ = ("_cursor", "_notify", "_single", "dialect", "last", "used")
 
     def __init__(
         self,
@@ -55,7 +55,8 @@ class Cursor:
         self.dialect = dialect
         self._notify = notify
         self._single = single
-        self._used = False
+        #: whether a statement ran
+        self.used = False
         #: the statement under way, for error messages
         self.last: tuple[str, Any] = ("", None)
 
@@ -77,9 +78,9 @@ class Cursor:
         self._cursor.executemany(sql, many)
 
     def _before(self, sql: str, params: Any) -> None:
-        if self._single and self._used:
+        if self._single and self.used:
             raise RuntimeError("a single-statement transaction runs one statement only")
-        self._used = True
+        self.used = True
         self.last = (sql, params)
         if self._notify is not None:
             self._notify("execute", sql)
@@ -132,12 +133,14 @@ class Writer:
             if not autocommit:
                 self._notify("commit", handle.last[0])
                 dbapi.commit()
-            self._notify("committed", handle.last[0])
+            if handle.used or not autocommit:  # an empty autocommit block committed nothing
+                self._notify("committed", handle.last[0])
         except self.dialect.loaded_dbapi.Error as error:
-            self._rollback(raw, dbapi, autocommit)
             disconnected = self.dialect.is_disconnect(error, dbapi, cursor)
-            if disconnected:
+            if disconnected:  # nothing to roll back on: the pool replaces the connection
                 raw.invalidate(error)
+            else:
+                self._rollback(raw, dbapi, autocommit)
             sql, params = handle.last if handle is not None else ("", None)
             raise sa_exc.DBAPIError.instance(
                 sql,

@@ -11,8 +11,8 @@ __all__ = ["RENEW_AFTER", "Heartbeat", "renewal_due"]
 
 #: a journal write extends its saga's lease once this share of the lease has passed since the
 #: lease was last extended: most writes of a fast saga then leave the lease column, and its
-#: index, alone (on PostgreSQL the row update can then be HOT), and a step that runs almost a
-#: whole lease still finds its lease held even without the heartbeat
+#: index, alone (on PostgreSQL the row update can then be HOT); without the heartbeat, a step
+#: shorter than nine tenths of a lease still finds its lease held
 RENEW_AFTER = 0.1
 
 

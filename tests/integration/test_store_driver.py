@@ -1,0 +1,477 @@
+"""The journal's driver transactions (``saga_store.driver.Writer``) on each backend.
+
+They run on the pool's DBAPI connections, past SQLAlchemy's ``Connection``, so what it would
+guarantee is checked here: a commit is seen by others, a block that raises leaves nothing
+behind, driver errors come out as SQLAlchemy's (and, through ``translate_errors``, as ours), a
+connection the server dropped under a one-statement transaction (PostgreSQL) is invalidated and
+replaced, and the connection goes back to the pool as it was lent (on PostgreSQL: autocommit
+off again after a one-statement transaction).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
+
+import pytest
+from sqlalchemy import (
+    Column,
+    Dialect,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    func,
+    select,
+    text,
+)
+from sqlalchemy import exc as sa_exc
+
+from micro_saga import clock
+from saga_store import DatabaseUnavailable, SagaStore, StoreError, writes
+from saga_store.db import make_engine, translate_errors
+from saga_store.driver import Moment, Writer
+from tests import dbs
+
+metadata = MetaData()
+probe = Table(
+    "driver_probe",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("note", String(40), nullable=False),
+)
+
+_PLACEHOLDER = re.compile(r":(\w+)")
+
+
+def bound(dialect: Dialect, sql: str, **values: Any) -> tuple[str, Any]:
+    """``sql`` with its ``:name`` placeholders in the driver's paramstyle, and its parameters."""
+    names = _PLACEHOLDER.findall(sql)
+    style = dialect.paramstyle
+    if style == "pyformat":
+        return _PLACEHOLDER.sub(r"%(\1)s", sql), {name: values[name] for name in names}
+    if style == "named":
+        return sql, {name: values[name] for name in names}
+    marks = {"qmark": "?", "format": "%s"}
+    if style not in marks:
+        raise NotImplementedError(f"paramstyle {style!r}")
+    return _PLACEHOLDER.sub(marks[style], sql), tuple(values[name] for name in names)
+
+
+def insert(dialect: Dialect, row_id: int, note: str = "x") -> tuple[str, Any]:
+    return bound(
+        dialect, "INSERT INTO driver_probe (id, note) VALUES (:id, :note)", id=row_id, note=note
+    )
+
+
+#: a statement, or something to do between statements (raise, drop the connection)
+Action = tuple[str, Any] | Callable[[], object]
+
+
+def write(writer: Writer, *actions: Action, single: bool = False) -> None:
+    """One write transaction: each (sql, params) runs in it, each callable is called in it."""
+    with writer.transaction(single=single) as cur:
+        for action in actions:
+            if callable(action):
+                action()
+            else:
+                cur.execute(*action)
+
+
+def count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(probe)).scalar_one())
+
+
+def notes(engine: Engine) -> list[tuple[int, str]]:
+    with engine.connect() as conn:
+        return [(r.id, r.note) for r in conn.execute(select(probe).order_by(probe.c.id))]
+
+
+def session_id(backend: dbs.Backend) -> str:
+    """SQL for the server's id of the session it runs in."""
+    return "SELECT pg_backend_pid()" if backend == "postgresql" else "SELECT CONNECTION_ID()"
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """A pool of one connection, so each transaction reuses the one the last gave back (and a
+    connection never given back makes the next checkout time out instead of hanging)."""
+    pooled = make_engine(db_url, pool_size=1, max_overflow=0, pool_timeout=5)
+    metadata.create_all(pooled)
+    yield pooled
+    pooled.dispose()
+
+
+@pytest.fixture
+def observer(db_url: str, engine: Engine) -> Iterator[Engine]:
+    """What other sessions see, once ``engine`` made the table (and SQLite's WAL): a plain
+    engine, since the store's takes SQLite's write lock for every transaction, reads too, and
+    would queue behind the writer under test."""
+    other = create_engine(db_url)
+    yield other
+    other.dispose()
+
+
+@pytest.fixture
+def writer(engine: Engine) -> Writer:
+    return Writer(engine)
+
+
+# -- commit and rollback ---------------------------------------------------------------------
+
+
+def test_a_commit_makes_the_rows_visible_to_other_sessions(
+    writer: Writer, observer: Engine
+) -> None:
+    dialect = writer.dialect
+    with writer.transaction() as cur:
+        assert cur.execute(*insert(dialect, 1, "one")) == 1
+        sql, _ = insert(dialect, 0)
+        cur.executemany(sql, [insert(dialect, 2, "two")[1], insert(dialect, 3, "three")[1]])
+        assert cur.scalar("SELECT count(*) FROM driver_probe", ()) == 3  # its own writes
+        assert count(observer) == 0  # not committed yet
+    assert notes(observer) == [(1, "one"), (2, "two"), (3, "three")]
+
+    with writer.transaction() as cur:
+        changed = cur.execute(
+            *bound(dialect, "UPDATE driver_probe SET note = :note WHERE id > :id", note="n", id=1)
+        )
+    assert changed == 2
+    assert notes(observer) == [(1, "one"), (2, "n"), (3, "n")]
+
+
+def test_a_block_that_raises_writes_nothing_and_the_connection_serves_again(
+    writer: Writer, observer: Engine
+) -> None:
+    dialect = writer.dialect
+
+    def give_up() -> None:
+        raise ValueError("the caller gave up")
+
+    with pytest.raises(ValueError, match="the caller gave up"):
+        write(writer, insert(dialect, 1), insert(dialect, 2), give_up)
+    assert count(observer) == 0
+
+    # the same (only) pooled connection, out of its aborted transaction: the same ids go in
+    with writer.transaction() as cur:
+        cur.execute(*insert(dialect, 1, "again"))
+        cur.execute(*insert(dialect, 2, "again"))
+    assert notes(observer) == [(1, "again"), (2, "again")]
+
+
+@pytest.mark.parametrize("single", [False, True], ids=["transaction", "single"])
+def test_a_driver_error_rolls_back_and_comes_out_as_sqlalchemys(
+    writer: Writer, observer: Engine, single: bool
+) -> None:
+    dialect = writer.dialect
+    with writer.transaction() as cur:
+        cur.execute(*insert(dialect, 1, "first"))
+
+    duplicate = insert(dialect, 1, "duplicate")
+    # one statement, or one before it that the error must undo
+    statements = [duplicate] if single else [insert(dialect, 2, "rolled back"), duplicate]
+    with pytest.raises(sa_exc.IntegrityError) as caught:
+        write(writer, *statements, single=single)
+    error = caught.value
+    assert isinstance(error.orig, dialect.loaded_dbapi.IntegrityError)
+    assert error.__cause__ is error.orig
+    assert error.connection_invalidated is False
+    assert error.statement == insert(dialect, 1)[0]
+    assert error.params == insert(dialect, 1, "duplicate")[1]
+    assert notes(observer) == [(1, "first")]  # the statement before the error is undone too
+
+    with writer.transaction(single=single) as cur:
+        cur.execute(*insert(dialect, 2, "after"))
+    assert notes(observer) == [(1, "first"), (2, "after")]
+
+
+def test_translate_errors_names_a_duplicate_key_a_store_error(writer: Writer) -> None:
+    dialect = writer.dialect
+    with writer.transaction() as cur:
+        cur.execute(*insert(dialect, 1))
+    url = writer.engine.url
+    with pytest.raises(StoreError) as caught, translate_errors(url), writer.transaction() as cur:
+        cur.execute(*insert(dialect, 1))
+    assert type(caught.value) is StoreError
+    assert isinstance(caught.value.__cause__, sa_exc.IntegrityError)
+    assert str(caught.value).startswith("database error on ")
+
+
+def _saga_row(saga_id: str) -> dict[str, Any]:
+    now = clock.utcnow()
+    return {
+        "id": saga_id,
+        "name": "driver-test",
+        "mode": "orchestrated",
+        "status": "running",
+        "on_crash": "resume",
+        "plan": "{}",
+        "created_at": now,
+        "updated_at": now,
+        "owner": "w",
+        "lease_expires_at": now,
+        "version": 1,
+    }
+
+
+def _start(saga_id: str) -> dict[str, Any]:
+    return {
+        "saga_id": saga_id,
+        "step": 0,
+        "step_name": "step0",
+        "kind": "action",
+        "attempt": 1,
+        "status": "started",
+        "worker": "w",
+        "started_at": clock.utcnow(),
+    }
+
+
+def test_a_saga_id_taken_twice_is_an_integrity_error_under_the_store_error(
+    store: SagaStore,
+) -> None:
+    # the journal's own statement (one CTE on PostgreSQL, two INSERTs elsewhere)
+    journal_writer = store.journal.writer
+    single = writes.one_statement(journal_writer.dialect, [], [_start("s")])
+    with journal_writer.transaction(single=single) as cur:
+        writes.insert_saga(cur, _saga_row("s"), [], [_start("s")])
+    with (
+        pytest.raises(StoreError) as caught,
+        translate_errors(store.engine.url),
+        journal_writer.transaction(single=single) as cur,
+    ):
+        writes.insert_saga(cur, _saga_row("s"), [], [_start("s")])
+    assert type(caught.value) is StoreError
+    assert isinstance(caught.value.__cause__, sa_exc.IntegrityError)
+    record = store.get("s")
+    assert len(record.attempts) == 1  # the second saga's attempt went nowhere
+
+
+# -- listeners ---------------------------------------------------------------------------------
+
+
+class Moments:
+    """What a listener hears, with the rows another session sees at that moment."""
+
+    def __init__(self, observer: Engine) -> None:
+        self.observer = observer
+        self.heard: list[tuple[Moment, str, int]] = []
+
+    def __call__(self, moment: Moment, sql: str) -> None:
+        self.heard.append((moment, sql.split(None, 1)[0] if sql else "", count(self.observer)))
+
+
+def test_listeners_hear_each_statement_then_the_commit_then_that_it_committed(
+    writer: Writer, observer: Engine
+) -> None:
+    dialect = writer.dialect
+    first, second = Moments(observer), Moments(observer)
+    writer.listen(first)
+    writer.listen(second)
+    order: list[str] = []
+    writer.listen(lambda moment, _sql: order.append(f"third {moment}"))
+    with writer.transaction() as cur:
+        cur.execute(*insert(dialect, 1))
+        cur.scalar("SELECT count(*) FROM driver_probe", ())
+    assert first.heard == [
+        ("execute", "INSERT", 0),
+        ("execute", "SELECT", 0),
+        ("commit", "SELECT", 0),  # the SQL of the last statement
+        ("committed", "SELECT", 1),
+    ]
+    assert second.heard == first.heard
+    assert order == ["third execute", "third execute", "third commit", "third committed"]
+
+    writer.unlisten(second)
+    with writer.transaction(single=True) as cur:
+        cur.execute(*insert(dialect, 2))
+    # on PostgreSQL the statement is the commit: "commit" comes before it runs; elsewhere
+    # after it, before COMMIT; either way no other session sees it until "committed"
+    assert first.heard[4:] == [
+        ("execute", "INSERT", 1),
+        ("commit", "INSERT", 1),
+        ("committed", "INSERT", 2),
+    ]
+    assert len(second.heard) == 4
+
+
+def test_a_transaction_that_fails_is_never_heard_committing(
+    writer: Writer, observer: Engine
+) -> None:
+    dialect = writer.dialect
+    heard = Moments(observer)
+    writer.listen(heard)
+    with writer.transaction() as cur:
+        cur.execute(*insert(dialect, 1))
+    del heard.heard[:]
+    for single in (False, True):
+        with pytest.raises(sa_exc.IntegrityError), writer.transaction(single=single) as cur:
+            cur.execute(*insert(dialect, 1))
+    expected: list[tuple[Moment, str, int]] = [("execute", "INSERT", 1)]
+    if writer.single_statement:  # the single statement's "commit" is heard before it runs
+        expected += [("execute", "INSERT", 1), ("commit", "INSERT", 1)]
+    else:
+        expected += expected
+    assert heard.heard == expected
+
+    writer.unlisten(heard)
+    with writer.transaction() as cur:
+        cur.execute(*insert(dialect, 2))
+    assert len(heard.heard) == len(expected)
+
+
+def test_a_listener_that_raises_at_the_commit_leaves_nothing_written(
+    writer: Writer, observer: Engine
+) -> None:
+    # how the crash tests die at a commit: before it, nothing may be in the database
+    class Killed(BaseException):
+        pass
+
+    def kill_at_commit(moment: Moment, _sql: str) -> None:
+        if moment == "commit":
+            raise Killed
+
+    writer.listen(kill_at_commit)
+    for single in (False, True):
+        with pytest.raises(Killed), writer.transaction(single=single) as cur:
+            cur.execute(*insert(writer.dialect, 1))
+    writer.unlisten(kill_at_commit)
+    assert count(observer) == 0
+    with writer.transaction(single=True) as cur:
+        cur.execute(*insert(writer.dialect, 1))
+    assert count(observer) == 1
+
+
+# -- one statement, one round trip (PostgreSQL) -------------------------------------------------
+
+
+def _autocommit_after(engine: Engine) -> bool:
+    raw = engine.raw_connection()
+    try:
+        dbapi: Any = raw.driver_connection
+        return bool(dbapi.autocommit)
+    finally:
+        raw.close()
+
+
+def test_a_single_statement_is_its_own_transaction_on_postgresql(
+    writer: Writer, engine: Engine, observer: Engine, backend: dbs.Backend
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("autocommit single statements are PostgreSQL's (psycopg) only")
+    assert writer.single_statement
+    dialect = writer.dialect
+    with writer.transaction(single=True) as cur:
+        pid = cur.scalar(session_id(backend), {})
+    with writer.transaction(single=True) as cur:
+        cur.execute(*insert(dialect, 1))
+        assert count(observer) == 1  # committed before the block ends: autocommit
+    assert _autocommit_after(engine) is False
+
+    with pytest.raises(RuntimeError, match="one statement only"):
+        write(writer, insert(dialect, 2), insert(dialect, 3), single=True)
+    assert notes(observer) == [(1, "x"), (2, "x")]  # the first was its own transaction
+    assert _autocommit_after(engine) is False
+
+    with pytest.raises(sa_exc.IntegrityError), writer.transaction(single=True) as cur:
+        cur.execute(*insert(dialect, 1))
+    assert _autocommit_after(engine) is False
+
+    # and a transaction after them all is a transaction again
+    with writer.transaction() as cur:
+        assert cur.scalar(session_id(backend), {}) == pid  # the same pooled connection
+        cur.execute(*insert(dialect, 4))
+        assert count(observer) == 2
+    assert count(observer) == 3
+
+
+def test_single_is_only_a_promise_where_the_driver_cannot_autocommit(
+    writer: Writer, observer: Engine, backend: dbs.Backend
+) -> None:
+    if backend == "postgresql":
+        pytest.skip("PostgreSQL runs a single statement in autocommit (the test above)")
+    assert not writer.single_statement
+    dialect = writer.dialect
+    with writer.transaction(single=True) as cur:
+        cur.execute(*insert(dialect, 1))
+        cur.execute(*insert(dialect, 2))  # allowed: an ordinary transaction
+        assert count(observer) == 0
+    assert count(observer) == 2
+
+
+# -- a connection the database dropped ---------------------------------------------------------
+
+
+def kill(observer: Engine, backend: dbs.Backend, session: int) -> None:
+    """End a server session from another one."""
+    with observer.connect() as conn:
+        if backend == "postgresql":  # waits (up to 5 s) until the backend is gone
+            query = text("SELECT pg_terminate_backend(:pid, 5000)")
+            assert conn.execute(query, {"pid": session}).scalar_one() is True
+        else:
+            conn.exec_driver_sql(f"KILL CONNECTION {int(session)}")
+        conn.commit()
+
+
+@pytest.mark.parametrize("when", ["between", "during"])
+def test_a_dropped_connection_under_a_single_statement_is_invalidated_and_replaced(
+    db_url: str, observer: Engine, backend: dbs.Backend, when: str
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("only PostgreSQL runs a single statement in autocommit, on its own")
+    # "between": the pool's pre-ping is off, so the dead connection reaches the writer;
+    # "during": the store's own engine (pre-ping on), dropped after the checkout
+    options: dict[str, Any] = {"pool_pre_ping": False} if when == "between" else {}
+    engine = make_engine(db_url, pool_size=1, max_overflow=0, pool_timeout=5, **options)
+    try:
+        metadata.create_all(engine)
+        writer = Writer(engine)
+        dialect = writer.dialect
+        with writer.transaction(single=True) as cur:
+            dropped = cur.scalar(session_id(backend), {})
+        drop = partial(kill, observer, backend, dropped)
+        if when == "between":
+            drop()
+        actions = [drop, insert(dialect, 1)] if when == "during" else [insert(dialect, 1)]
+        with pytest.raises(sa_exc.DBAPIError) as caught:
+            write(writer, *actions, single=True)
+        assert caught.value.connection_invalidated is True
+        assert isinstance(caught.value.orig, dialect.loaded_dbapi.OperationalError)
+        assert count(observer) == 0
+
+        # the pool replaced it: the next transactions run on a new session, autocommit off
+        with writer.transaction(single=True) as cur:
+            cur.execute(*insert(dialect, 2))
+        with writer.transaction() as cur:
+            assert cur.scalar(session_id(backend), {}) != dropped
+        assert notes(observer) == [(2, "x")]
+        assert _autocommit_after(engine) is False
+    finally:
+        engine.dispose()
+
+
+def test_translate_errors_names_a_dropped_connection_database_unavailable(
+    db_url: str, observer: Engine, backend: dbs.Backend
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("only PostgreSQL runs a single statement in autocommit, on its own")
+    engine = make_engine(db_url, pool_size=1, max_overflow=0, pool_timeout=5)
+    try:
+        metadata.create_all(engine)
+        writer = Writer(engine)
+        with writer.transaction(single=True) as cur:
+            dropped = cur.scalar(session_id(backend), {})
+        drop = partial(kill, observer, backend, dropped)
+        with pytest.raises(DatabaseUnavailable) as caught, translate_errors(engine.url):
+            write(writer, drop, insert(writer.dialect, 1), single=True)
+        assert "cannot reach the database" in str(caught.value)
+        cause = caught.value.__cause__
+        assert isinstance(cause, sa_exc.DBAPIError)
+        assert cause.connection_invalidated is True
+    finally:
+        engine.dispose()
