@@ -46,10 +46,14 @@ def _run_steps(ex: Execution, action: RunSteps, sleep: Sleep) -> None:
         return
     starts = first_starts(ex, action)
     ex.apply(Batch(tuple(ex.started(i, action.kind, n) for i, n in starts.items()), durable=True))
-    futures = [
-        workers.submit(_run_step, ex, i, action.kind, sleep, starts.get(i)) for i in action.steps
-    ]
-    wait(futures)  # every step still in flight finishes (and is journaled) before compensating
+    futures = []
+    try:
+        for i in action.steps:  # one by one: those submitted before a failed submit are waited for
+            futures.append(workers.submit(_run_step, ex, i, action.kind, sleep, starts.get(i)))  # noqa: PERF401
+    finally:
+        # every step still in flight finishes (and is journaled) before compensating, or
+        # before a thread that could not start is reported
+        wait(futures)
     for future in futures:
         error = future.exception()
         if error is not None:

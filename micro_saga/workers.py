@@ -8,8 +8,10 @@ for ``idle_seconds`` ends.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -27,11 +29,17 @@ class Workers:
     def __init__(self, *, idle_seconds: float = 30.0, name: str = "saga-step") -> None:
         self.idle_seconds = idle_seconds
         self.name = name
-        self._queue: queue.SimpleQueue[_Work] = queue.SimpleQueue()
+        self._started = 0
+        self._reset()
+        _POOLS.add(self)
+
+    def _reset(self) -> None:
+        # queue.Queue, not SimpleQueue: in CPython 3.11 a SimpleQueue.get(timeout=...) that
+        # loses a race with another getter can wait forever instead of timing out.
+        self._queue: queue.Queue[_Work] = queue.Queue()
         self._lock = threading.Lock()
         #: threads waiting for work, less the work already promised to them
         self._idle = 0
-        self._started = 0
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Run ``fn(*args)`` in a thread of the pool; its Future has the result or the error."""
@@ -43,9 +51,11 @@ class Workers:
             else:
                 self._idle -= 1
             name = f"{self.name}-{self._started}"
-        self._queue.put((future, fn, args))
         if spawn:
+            # started before its work is queued: a thread that cannot start leaves nothing
+            # queued and no idle thread counted that does not exist
             threading.Thread(target=self._work, name=name, daemon=True).start()
+        self._queue.put((future, fn, args))
         return future
 
     @property
@@ -73,6 +83,16 @@ class Workers:
             with self._lock:
                 self._idle += 1
 
+
+def _after_fork_in_child() -> None:
+    # A forked child has none of its parent's threads: its pools start empty.
+    for pool in list(_POOLS):
+        pool._reset()
+
+
+_POOLS: weakref.WeakSet[Workers] = weakref.WeakSet()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 #: the pool the synchronous runner starts choreographed steps in
 workers = Workers()
