@@ -201,6 +201,17 @@ def render(results: dict[str, Any]) -> str:
             ),
         ]
     rows = [
+        [label, *(frames[k] for k in ("floor", "orchestrated", "choreographed"))]
+        for label, figures in results["backends"].items()
+        if (frames := figures.get("wal_frames_per_commit"))
+    ]
+    if rows:
+        parts += [
+            "",
+            "SQLite's own work: WAL frames (pages) written per commit",
+            render_table(["database", "floor", "orchestrated", "choreographed"], rows),
+        ]
+    rows = [
         [label, c["threads"], c["sagas_per_s"], c["steps_per_s"], c["p50_ms"], c["p99_ms"]]
         for label, figures in results["backends"].items()
         for c in figures.get("concurrency", [])

@@ -28,6 +28,7 @@ from .support import (
     run_for,
     runner,
 )
+from .wal import wal_frames_per_commit
 
 __all__ = ["measure_journal"]
 
@@ -76,6 +77,9 @@ def measure_journal(
             "durable": {
                 mode: _summary(runs[mode], floors, floor_rate, driver_rate) for mode in MODES
             },
+            "wal_frames_per_commit": wal_frames_per_commit(url, db)
+            if db.backend == "sqlite"
+            else None,
         }
     finally:
         store.close()

@@ -7,6 +7,7 @@ A journal cannot commit faster than this, so durable sagas are measured against 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, insert
@@ -16,7 +17,7 @@ from saga_store import SagaStore
 from .server import server_commits
 from .support import Counter, run_for
 
-__all__ = ["create_floor_table", "measure_floor"]
+__all__ = ["create_floor_table", "measure_floor", "once_on_floor"]
 
 _metadata = MetaData()
 floor_rows = Table(
@@ -41,6 +42,26 @@ def create_floor_table(engine: Engine) -> None:
     _metadata.create_all(engine)
 
 
+def once_on_floor(store: SagaStore, *, driver: bool = False) -> Callable[[], None]:
+    """One floor transaction: a one-row INSERT and its COMMIT (see :func:`measure_floor`)."""
+    engine = store.engine
+    if not driver:
+
+        def once() -> None:
+            with engine.begin() as conn:
+                conn.execute(_INSERT, _PAYLOAD)
+
+        return once
+    writer = store.journal.writer
+    sql, params = _driver_insert(engine)
+
+    def once_on_driver() -> None:
+        with writer.transaction(single=True) as cursor:
+            cursor.execute(sql, params)
+
+    return once_on_driver
+
+
 def measure_floor(store: SagaStore, seconds: float, *, driver: bool = False) -> dict[str, Any]:
     """Commit one-row transactions on the store's engine for ``seconds``; returns commits and
     commits/s, counted by the same counter as the sagas' commits.
@@ -49,19 +70,7 @@ def measure_floor(store: SagaStore, seconds: float, *, driver: bool = False) -> 
     on PostgreSQL in autocommit, one round trip), the cheapest commit the journal could make.
     """
     engine = store.engine
-    writer = store.journal.writer
-    sql, params = _driver_insert(engine)
-
-    def once() -> None:
-        with engine.begin() as conn:
-            conn.execute(_INSERT, _PAYLOAD)
-
-    def once_on_driver() -> None:
-        with writer.transaction(single=True) as cursor:
-            cursor.execute(sql, params)
-
-    if driver:
-        once = once_on_driver
+    once = once_on_floor(store, driver=driver)
 
     before = server_commits(engine)
     with Counter(store) as counter:
