@@ -8,13 +8,14 @@ the database's own work and on every backend a large part of a step's cost.
 
 * SQLite: ``BEGIN IMMEDIATE`` (the write lock first, as the engine's own transactions take it).
 * PostgreSQL: a transaction of one statement runs in autocommit, as its own implicit
-  transaction: one round trip, committed and flushed before the reply, instead of three
-  (BEGIN, the statement, COMMIT).
+  transaction: committed and flushed before the reply, without the round trips of BEGIN and
+  COMMIT.
 * MySQL/MariaDB: the driver's implicit transaction and ``commit()``.
 
-What SQLAlchemy's ``Connection`` would do on an error is done here too: a driver error becomes
-SQLAlchemy's ``DBAPIError`` (so ``translate_errors`` names it), the transaction is rolled back,
-and a connection the database dropped is invalidated so the pool replaces it.
+What SQLAlchemy's ``Connection`` would do is done here too: a driver error (checking out a
+connection included) becomes SQLAlchemy's ``DBAPIError``, so ``translate_errors`` names it; the
+transaction is rolled back; a connection the database dropped is invalidated so that the pool
+replaces it; and a connection whose transaction ended is checked in without another rollback.
 
 Engine events for cursors and transactions do not fire for these statements (the connection
 pool's do). What happens here is observed with :meth:`Writer.listen` instead: tests count the
@@ -23,6 +24,8 @@ journal's commits with it, and the crash tests kill the process at each one.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -32,16 +35,20 @@ from sqlalchemy import exc as sa_exc
 
 __all__ = ["Cursor", "Listener", "Moment", "Writer"]
 
-#: ``"execute"`` before each statement (with its SQL), ``"commit"`` just before a transaction
-#: commits and ``"committed"`` right after it did (with the SQL of its last statement)
-Moment = Literal["execute", "commit", "committed"]
+log = logging.getLogger("saga_store")
+
+#: ``"execute"`` before each statement (with its SQL); ``"commit"`` just before a transaction
+#: commits (a one-statement transaction in autocommit: just before its statement);
+#: ``"committed"`` once it did, or ``"failed"`` if it was announced and then did not commit
+#: (with the SQL of the last statement)
+Moment = Literal["execute", "commit", "committed", "failed"]
 Listener = Callable[[Moment, str], None]
 
 
 class Cursor:
     """The statements of one write transaction (driver SQL, driver parameters)."""
 
-    __slots__ = ("_cursor", "_notify", "_single", "dialect", "last", "used")
+    __slots__ = ("_cursor", "_notify", "_single", "announced", "dialect", "last", "used")
 
     def __init__(
         self,
@@ -57,6 +64,8 @@ class Cursor:
         self._single = single
         #: whether a statement ran
         self.used = False
+        #: whether the commit was announced to the listeners
+        self.announced = False
         #: the statement under way, for error messages
         self.last: tuple[str, Any] = ("", None)
 
@@ -85,6 +94,7 @@ class Cursor:
         if self._notify is not None:
             self._notify("execute", sql)
             if self._single:  # the statement is the commit
+                self.announced = True
                 self._notify("commit", sql)
 
 
@@ -101,13 +111,20 @@ class Writer:
             "psycopg2",
         )
         self._listeners: tuple[Listener, ...] = ()
+        self._listening = threading.Lock()
 
     def listen(self, listener: Listener) -> None:
-        """Call ``listener(moment, sql)`` at each :data:`Moment` of the transactions here."""
-        self._listeners = (*self._listeners, listener)
+        """Call ``listener(moment, sql)`` at each :data:`Moment` of the transactions here.
+
+        A listener that raises at ``"execute"`` or ``"commit"`` fails the write (nothing is
+        committed); one that raises at ``"committed"`` or ``"failed"`` is logged and ignored.
+        """
+        with self._listening:
+            self._listeners = (*self._listeners, listener)
 
     def unlisten(self, listener: Listener) -> None:
-        self._listeners = tuple(known for known in self._listeners if known is not listener)
+        with self._listening:
+            self._listeners = tuple(known for known in self._listeners if known is not listener)
 
     @contextmanager
     def transaction(self, *, single: bool = False) -> Iterator[Cursor]:
@@ -116,11 +133,14 @@ class Writer:
         ``single`` promises one statement: where the driver allows it, that statement runs as
         its own transaction, in one round trip.
         """
-        raw = self.engine.raw_connection()
+        raw = self._checkout()
         dbapi: Any = raw.driver_connection
-        autocommit = single and self.single_statement
+        # A connection already in autocommit (an engine made that way) cannot run the
+        # multi-statement writes as transactions; it is used as it is, and left as it is.
+        autocommit = single and self.single_statement and not dbapi.autocommit
         cursor = None
         handle = None
+        ended = False  # the transaction committed or rolled back: no reset at check-in
         try:
             if autocommit:
                 dbapi.autocommit = True
@@ -131,32 +151,46 @@ class Writer:
                 cursor.execute("BEGIN IMMEDIATE")
             yield handle
             if not autocommit:
+                handle.announced = True
                 self._notify("commit", handle.last[0])
                 dbapi.commit()
-            if handle.used or not autocommit:  # an empty autocommit block committed nothing
-                self._notify("committed", handle.last[0])
+            ended = True
         except self.dialect.loaded_dbapi.Error as error:
+            self._failed(handle)
             disconnected = self.dialect.is_disconnect(error, dbapi, cursor)
             if disconnected:  # nothing to roll back on: the pool replaces the connection
                 raw.invalidate(error)
             else:
-                self._rollback(raw, dbapi, autocommit)
-            sql, params = handle.last if handle is not None else ("", None)
-            raise sa_exc.DBAPIError.instance(
-                sql,
-                params,
-                error,
-                self.dialect.loaded_dbapi.Error,
-                connection_invalidated=disconnected,
-                dialect=self.dialect,
-            ) from error
+                ended = self._rollback(raw, dbapi, autocommit)
+            raise self._error(error, handle, disconnected=disconnected) from error
         except BaseException:
-            self._rollback(raw, dbapi, autocommit)
+            self._failed(handle)
+            ended = self._rollback(raw, dbapi, autocommit)
             raise
         finally:
-            self._return(raw, dbapi, cursor, autocommit)
+            self._return(raw, dbapi, cursor, autocommit=autocommit, ended=ended)
+        if handle.used or not autocommit:
+            self._tell("committed", handle.last[0])  # (an empty autocommit block committed nothing)
 
-    def _return(self, raw: Any, dbapi: Any, cursor: Any, autocommit: bool) -> None:
+    def _checkout(self) -> Any:
+        try:
+            return self.engine.raw_connection()
+        except self.dialect.loaded_dbapi.Error as error:  # a connect error the pool let through
+            raise self._error(error, None, disconnected=True) from error
+
+    def _error(self, error: Exception, handle: Cursor | None, *, disconnected: bool) -> Exception:
+        sql, params = handle.last if handle is not None else ("", None)
+        return sa_exc.DBAPIError.instance(
+            sql,
+            params,
+            error,
+            self.dialect.loaded_dbapi.Error,
+            hide_parameters=self.engine.hide_parameters,
+            connection_invalidated=disconnected,
+            dialect=self.dialect,
+        )
+
+    def _return(self, raw: Any, dbapi: Any, cursor: Any, *, autocommit: bool, ended: bool) -> None:
         """Give the connection back to the pool as the pool lent it."""
         try:
             if raw.is_valid:
@@ -164,18 +198,41 @@ class Writer:
                     cursor.close()
                 if autocommit:
                     dbapi.autocommit = False
-        except self.dialect.loaded_dbapi.Error as error:
-            raw.invalidate(error)
-        raw.close()
+        except BaseException as error:
+            raw.invalidate(error if isinstance(error, Exception) else None)
+            raise
+        finally:
+            if ended and raw.is_valid:
+                # As SQLAlchemy's Connection does: no reset (a ROLLBACK round trip on MySQL)
+                # for a connection whose transaction just ended.
+                raw._close_special(transaction_reset=True)
+            else:
+                raw.close()
 
-    def _rollback(self, raw: Any, dbapi: Any, autocommit: bool) -> None:
-        if autocommit or not raw.is_valid:
-            return
+    def _rollback(self, raw: Any, dbapi: Any, autocommit: bool) -> bool:
+        """Roll back what the block began; whether the connection is now idle and valid."""
+        if not raw.is_valid:
+            return False
+        if autocommit:
+            return True
         try:
             dbapi.rollback()
-        except self.dialect.loaded_dbapi.Error:
-            raw.invalidate()
+        except self.dialect.loaded_dbapi.Error as error:
+            raw.invalidate(error)
+            return False
+        return True
+
+    def _failed(self, handle: Cursor | None) -> None:
+        if handle is not None and handle.announced:
+            self._tell("failed", handle.last[0])
 
     def _notify(self, moment: Moment, sql: str) -> None:
         for listener in self._listeners:
             listener(moment, sql)
+
+    def _tell(self, moment: Moment, sql: str) -> None:
+        """Notify a moment after the fact: a listener's error changes nothing any more."""
+        try:
+            self._notify(moment, sql)
+        except Exception:
+            log.exception("a journal writer listener failed at %r", moment)

@@ -208,7 +208,10 @@ class SqlJournal:
         lost: list[str] = []
         for entry in entries:
             if not entry.lock.acquire(blocking=False):
-                continue  # a write is under way, and it renews the lease itself
+                # A write is under way. If it does not extend the lease (less than a tenth
+                # has passed), the next tick does: the lease runs out first only if that one
+                # write takes more than about half a lease.
+                continue
             try:
                 if entry.lost or entry.final or entry.new_row is not None:
                     continue
@@ -366,7 +369,9 @@ class SqlJournal:
             return False
         now = clock.utcnow()
         row = {**entry.new_row, **entry.saga_changes, "updated_at": now}
-        single = writes.one_statement(self.writer.dialect, entry.finishes, entry.inserts)
+        single = writes.one_statement(
+            self.writer.dialect, entry.finishes, entry.inserts, new_saga=True
+        )
         try:
             with translate_errors(self.engine.url), self.writer.transaction(single=single) as conn:
                 writes.insert_saga(conn, row, entry.finishes, entry.inserts)

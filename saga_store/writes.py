@@ -87,16 +87,22 @@ class OnConnection:
         self.conn.exec_driver_sql(sql, list(many))
 
 
-def one_statement(dialect: Dialect, finishes: Sequence[Row], starts: Sequence[Row]) -> bool:
-    """Whether a commit with these attempts is a single statement on ``dialect``
-    (:func:`fenced_update` and :func:`insert_saga` then run exactly one)."""
-    return dialect.name == "postgresql" and len(finishes) <= 1 and len(starts) <= 1
+def one_statement(
+    dialect: Dialect, finishes: Sequence[Row], starts: Sequence[Row], *, new_saga: bool = False
+) -> bool:
+    """Whether :func:`fenced_update` (or, ``new_saga``, :func:`insert_saga`) with these attempts
+    runs exactly one statement on ``dialect``."""
+    if dialect.name != "postgresql":
+        return False
+    if new_saga:
+        return not finishes and len(starts) <= 1
+    return len(finishes) <= 1 and len(starts) <= 1
 
 
 def insert_saga(conn: Statements, row: Row, finishes: Sequence[Row], starts: Sequence[Row]) -> None:
     """Insert a new saga's row with the attempts it starts (and finishes) with."""
     keys = tuple(sorted(row))
-    if one_statement(conn.dialect, finishes, starts) and starts and not finishes:
+    if one_statement(conn.dialect, finishes, starts, new_saga=True) and starts:
         prepared = _prepared(conn.dialect, ("insert_saga_cte", keys), _insert_saga_cte, keys)
         conn.scalar(prepared.sql, prepared.params({**row, **_prefixed("i_", starts[0])}))
         return

@@ -20,8 +20,9 @@ from saga_store import SagaStore
 __all__ = ["Commits", "Listener", "Watch", "WhatHappened"]
 
 #: ``execute`` (before a statement, with its SQL) or ``commit`` (just before a commit); the
-#: journal's transactions also say ``committed`` (just after one)
-WhatHappened = Literal["execute", "commit", "committed"]
+#: journal's transactions also say ``committed`` (just after one) or ``failed`` (a commit they
+#: announced did not happen)
+WhatHappened = Literal["execute", "commit", "committed", "failed"]
 #: ``(what, sql, conn)``: ``conn`` is the SQLAlchemy Connection, or None for the journal's own
 Listener = Callable[[WhatHappened, str, Connection | None], None]
 
@@ -76,9 +77,9 @@ class Commits(Watch):
         self._lock = threading.Lock()
 
     def _seen(self, what: WhatHappened, _sql: str, _conn: Connection | None) -> None:
-        if what == "commit":
+        if what in ("commit", "failed"):
             with self._lock:
-                self.count += 1
+                self.count += 1 if what == "commit" else -1
 
     def __enter__(self) -> Commits:
         self.start()

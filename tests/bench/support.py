@@ -162,6 +162,8 @@ class Counter(Watch):
     def _seen(self, what: WhatHappened, sql: str, _conn: Connection | None) -> None:
         if what == "commit":
             self.commits += 1
+        elif what == "failed":
+            self.commits -= 1
         elif what == "execute" and self.with_statements:
             kind = classify(sql)
             self.statements[kind] = self.statements.get(kind, 0) + 1

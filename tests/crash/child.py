@@ -65,12 +65,15 @@ class CommitKiller:
         self.when = when
         self.count = 0
         self._lock = threading.Lock()
-        self._armed = False
+        #: the thread whose journal commit is the Nth: it dies once that commit is done
+        self._armed: int | None = None
 
     def __call__(self, what: WhatHappened, _sql: str, conn: Connection | None) -> None:
-        if what == "committed":
-            if self._armed:
-                _die()
+        if what in ("committed", "failed"):
+            if self._armed == threading.get_ident():
+                if what == "committed":
+                    _die()
+                self._armed = None  # the commit did not happen: nothing to die after
             return
         if what != "commit":
             return
@@ -82,7 +85,7 @@ class CommitKiller:
         if self.when == "before":
             _die()
         if conn is None:
-            self._armed = True  # the journal says "committed" once it did
+            self._armed = threading.get_ident()  # the journal says "committed" once it did
             return
         # SQLAlchemy announces a commit only before it: the commit is done here and now, and the
         # process dies with the transaction durable and nothing after it run.

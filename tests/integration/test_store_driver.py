@@ -313,8 +313,9 @@ def test_a_transaction_that_fails_is_never_heard_committing(
         with pytest.raises(sa_exc.IntegrityError), writer.transaction(single=single) as cur:
             cur.execute(*insert(dialect, 1))
     expected: list[tuple[Moment, str, int]] = [("execute", "INSERT", 1)]
-    if writer.single_statement:  # the single statement's "commit" is heard before it runs
-        expected += [("execute", "INSERT", 1), ("commit", "INSERT", 1)]
+    if writer.single_statement:  # the single statement's "commit" is heard before it runs,
+        # and that it did not commit after it failed
+        expected += [("execute", "INSERT", 1), ("commit", "INSERT", 1), ("failed", "INSERT", 1)]
     else:
         expected += expected
     assert heard.heard == expected
@@ -473,5 +474,96 @@ def test_translate_errors_names_a_dropped_connection_database_unavailable(
         cause = caught.value.__cause__
         assert isinstance(cause, sa_exc.DBAPIError)
         assert cause.connection_invalidated is True
+    finally:
+        engine.dispose()
+
+
+# -- what review found: listeners after the fact, MySQL check-in, autocommit engines ----------
+
+
+def test_a_listener_that_raises_after_the_commit_changes_nothing(
+    writer: Writer, observer: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(moment: Moment, _sql: str) -> None:
+        if moment == "committed":
+            raise RuntimeError("a tracer's bug")
+
+    writer.listen(broken)
+    with caplog.at_level("ERROR", logger="saga_store"):
+        write(writer, insert(writer.dialect, 1))  # no error: the row is committed
+    assert notes(observer) == [(1, "x")]
+    assert "a journal writer listener failed at 'committed'" in caplog.text
+    assert "a tracer's bug" in caplog.text
+
+
+class GlobalStatus:
+    """MySQL's server-wide statement counters, read on one connection that never ends a
+    transaction (so that reading them counts no COMMIT or ROLLBACK)."""
+
+    _SQL = "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = %s"
+
+    def __init__(self, engine: Engine) -> None:
+        self.raw = engine.raw_connection()
+
+    def __getitem__(self, name: str) -> int:
+        cursor = self.raw.cursor()
+        try:
+            cursor.execute(self._SQL, (name,))
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        assert row is not None
+        return int(row[0])
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def test_mysql_checks_a_connection_in_without_another_rollback(
+    writer: Writer, observer: Engine, backend: dbs.Backend
+) -> None:
+    if backend != "mysql":
+        pytest.skip("only PyMySQL sends ROLLBACK for a connection that is already idle")
+    status = GlobalStatus(observer)
+    try:
+        rollbacks, commits = status["COM_ROLLBACK"], status["COM_COMMIT"]
+        for row_id in range(5):
+            with writer.transaction() as cur:
+                cur.execute(*insert(writer.dialect, row_id))
+        assert status["COM_COMMIT"] - commits == 5
+        assert status["COM_ROLLBACK"] == rollbacks  # the pool did not reset them again
+        # a block that raises is rolled back once, by the writer
+        with pytest.raises(ValueError, match="undo"):
+            write(writer, insert(writer.dialect, 9), _raise_undo)
+        assert status["COM_ROLLBACK"] == rollbacks + 1
+    finally:
+        status.close()
+    assert count(observer) == 5
+
+
+def _raise_undo() -> None:
+    raise ValueError("undo")
+
+
+def test_an_autocommit_engine_is_used_as_it_is_and_left_as_it_was(
+    db_url: str, observer: Engine, backend: dbs.Backend
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("only PostgreSQL runs a single statement in autocommit")
+    engine = make_engine(db_url, pool_size=1, max_overflow=0, isolation_level="AUTOCOMMIT")
+    try:
+        metadata.create_all(engine)
+        writer = Writer(engine)
+        with writer.transaction(single=True) as cur:
+            cur.execute(*insert(writer.dialect, 1))
+            # the connection was in autocommit already: not a one-statement promise to keep
+            cur.execute(*insert(writer.dialect, 2))
+        assert notes(observer) == [(1, "x"), (2, "x")]
+        raw = engine.raw_connection()
+        try:
+            assert raw.driver_connection is not None
+            assert raw.driver_connection.autocommit is True  # as the engine made it
+        finally:
+            raw.close()
     finally:
         engine.dispose()

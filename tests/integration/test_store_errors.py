@@ -63,8 +63,13 @@ RUNS: dict[str, Run] = {
 }
 
 
-def _saga(store: SagaStore) -> SagaAssembler:
-    return store.saga("boundary", saga_id="boundary-1").operation(Operation(side_effect, 1))
+#: a chosen id is looked up first (through SQLAlchemy); a generated one is not, so the journal's
+#: own driver transaction is the first to connect
+IDS = {"chosen-id": "boundary-1", "generated-id": None}
+
+
+def _saga(store: SagaStore, saga_id: str | None = "boundary-1") -> SagaAssembler:
+    return store.saga("boundary", saga_id=saga_id).operation(Operation(side_effect, 1))
 
 
 def test_the_store_errors_hang_from_the_one_root() -> None:
@@ -102,15 +107,18 @@ def _assert_down(error: BaseException, shown_url: str, elapsed: float) -> None:
     assert elapsed < QUICKLY, f"took {elapsed:.1f} s to report {message!r}"
 
 
+@pytest.mark.parametrize("saga_id", IDS.values(), ids=IDS.keys())
 @pytest.mark.parametrize("run", RUNS.values(), ids=RUNS.keys())
 @pytest.mark.parametrize("url", DOWN_URLS.values(), ids=DOWN_URLS.keys())
-def test_a_server_that_is_down_gives_database_unavailable_quickly(url: str, run: Run) -> None:
+def test_a_server_that_is_down_gives_database_unavailable_quickly(
+    url: str, run: Run, saga_id: str | None
+) -> None:
     shown = url.replace(PASSWORD, "***")
     with SagaStore(url, heartbeat=False) as store:
         assert PASSWORD not in repr(store)
         started = time.monotonic()
         with pytest.raises(DatabaseUnavailable) as executing:
-            run(_saga(store))
+            run(_saga(store, saga_id))
         _assert_down(executing.value, shown, time.monotonic() - started)
 
         started = time.monotonic()
@@ -131,12 +139,15 @@ def test_a_server_that_is_down_gives_database_unavailable_quickly(url: str, run:
         pytest.param("/proc/sagas.db", id="read-only folder"),
     ],
 )
-def test_a_sqlite_file_that_cannot_be_opened_gives_database_unavailable(path: str) -> None:
+@pytest.mark.parametrize("saga_id", IDS.values(), ids=IDS.keys())
+def test_a_sqlite_file_that_cannot_be_opened_gives_database_unavailable(
+    path: str, saga_id: str | None
+) -> None:
     url = f"sqlite:///{path}"
     with SagaStore(url, heartbeat=False) as store:
         started = time.monotonic()
         with pytest.raises(DatabaseUnavailable) as executing:
-            _saga(store).orchestrator_execute()
+            _saga(store, saga_id).orchestrator_execute()
         _assert_down(executing.value, url, time.monotonic() - started)
         with pytest.raises(DatabaseUnavailable) as getting:
             store.get("boundary-1")
