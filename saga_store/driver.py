@@ -131,7 +131,7 @@ class Writer:
         """A write transaction, committed when the block ends and rolled back if it raises.
 
         ``single`` promises one statement: where the driver allows it, that statement runs as
-        its own transaction, in one round trip.
+        its own transaction, without the round trips of BEGIN and COMMIT.
         """
         raw = self._checkout()
         dbapi: Any = raw.driver_connection

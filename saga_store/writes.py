@@ -2,10 +2,10 @@
 statements as the database allows.
 
 A commit updates the saga row by compare-and-set on its version (the fence, which also extends
-the lease), finishes an attempt and starts the next. On PostgreSQL the three travel as one
-statement (data-modifying CTEs; the attempts are written only if the fence holds), so a step
-costs the round trips of a one-row INSERT; elsewhere they are up to three statements in the
-transaction.
+the lease when it is due), finishes an attempt and starts the next. On PostgreSQL the three
+travel as one statement (data-modifying CTEs; the attempts are written only if the fence
+holds), which the journal runs as its own transaction; elsewhere they are up to three
+statements in the transaction.
 
 The statements are SQLAlchemy Core, compiled once per dialect and shape, and run as the driver
 SQL they compile to on whatever offers :class:`Statements`: the journal's driver transactions
