@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Literal
 
 from sqlalchemy import Dialect, Engine
@@ -112,6 +112,12 @@ class Writer:
         )
         self._listeners: tuple[Listener, ...] = ()
         self._listening = threading.Lock()
+        # SQLite has one writer at a time, and a writer that finds the lock taken sleeps in the
+        # busy handler (1, 2, 5, 10... ms) instead of waking when it is free: this process's
+        # writers queue here instead, and only other processes meet the busy timeout.
+        self._gate: AbstractContextManager[Any] = (
+            threading.Lock() if self._sqlite else nullcontext()
+        )
 
     def listen(self, listener: Listener) -> None:
         """Call ``listener(moment, sql)`` at each :data:`Moment` of the transactions here.
@@ -133,6 +139,13 @@ class Writer:
         ``single`` promises one statement: where the driver allows it, that statement runs as
         its own transaction, without the round trips of BEGIN and COMMIT.
         """
+        with self._gate:
+            handle = yield from self._transaction(single)
+        if handle is not None:
+            self._tell("committed", handle.last[0])
+
+    def _transaction(self, single: bool) -> Generator[Cursor, None, Cursor | None]:
+        """The transaction's body; returns its cursor if it committed something."""
         raw = self._checkout()
         dbapi: Any = raw.driver_connection
         # A connection already in autocommit (an engine made that way) cannot run the
@@ -169,8 +182,8 @@ class Writer:
             raise
         finally:
             self._return(raw, dbapi, cursor, autocommit=autocommit, ended=ended)
-        if handle.used or not autocommit:
-            self._tell("committed", handle.last[0])  # (an empty autocommit block committed nothing)
+        # what committed (an empty autocommit block committed nothing)
+        return handle if handle.used or not autocommit else None
 
     def _checkout(self) -> Any:
         try:

@@ -12,6 +12,7 @@ ROLLBACK).
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
@@ -26,6 +27,7 @@ from sqlalchemy import (
     String,
     Table,
     create_engine,
+    event,
     func,
     select,
     text,
@@ -569,5 +571,43 @@ def test_an_autocommit_engine_is_used_as_it_is_and_left_as_it_was(
             assert raw.driver_connection.autocommit is True  # as the engine made it
         finally:
             raw.close()
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_writers_of_one_process_queue_instead_of_meeting_the_busy_timeout(
+    db_url: str, observer: Engine, backend: dbs.Backend
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("only SQLite has one writer at a time and a busy handler that sleeps")
+    engine = make_engine(db_url, pool_size=8, max_overflow=0)
+
+    @event.listens_for(engine, "connect")
+    def _no_busy_wait(dbapi_connection: Any, _record: Any) -> None:
+        # after the store's own PRAGMAs: a writer that meets the lock fails at once
+        dbapi_connection.execute("PRAGMA busy_timeout=0")
+
+    try:
+        metadata.create_all(engine)
+        writer = Writer(engine)
+        threads, each = 8, 40
+        start = threading.Barrier(threads)
+        errors: list[BaseException] = []
+
+        def hammer(first: int) -> None:
+            start.wait()
+            try:
+                for row_id in range(first, first + each):
+                    write(writer, insert(writer.dialect, row_id))
+            except BaseException as exc:
+                errors.append(exc)
+
+        workers = [threading.Thread(target=hammer, args=(n * each,)) for n in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert errors == []  # without the queue, "database is locked" at once
+        assert count(observer) == threads * each
     finally:
         engine.dispose()
