@@ -21,7 +21,7 @@ __all__ = ["measure_concurrency"]
 def measure_concurrency(
     url: str, db: BenchDb, *, threads: list[int], seconds: float
 ) -> list[dict[str, Any]]:
-    store = open_store(url, db)
+    store = open_store(url, db, upgrade=True)  # also when run alone (--only concurrency)
     try:
         durable_saga(store).orchestrator_execute()  # connect and warm the caches
         return [_measure(store, n, seconds) for n in threads]
