@@ -288,6 +288,40 @@ def frozen_at_start() -> Iterator[FrozenDateTimeFactory]:
         yield frozen
 
 
+# -- rows written by hand (tests of the statements themselves) ------------------------------
+
+
+def new_saga_row(saga_id: str, now: datetime) -> dict[str, Any]:
+    """A running saga's row, as the journal's first write inserts it."""
+    return {
+        "id": saga_id,
+        "name": None,
+        "mode": "orchestrated",
+        "status": "running",
+        "on_crash": "resume",
+        "plan": "{}",
+        "created_at": now,
+        "updated_at": now,
+        "owner": "w",
+        "lease_expires_at": now,
+        "version": 1,
+    }
+
+
+def new_start_row(saga_id: str, step: int, now: datetime) -> dict[str, Any]:
+    """A started attempt's row, as the journal writes it before calling the step."""
+    return {
+        "saga_id": saga_id,
+        "step": step,
+        "step_name": f"step{step}",
+        "kind": "action",
+        "attempt": 1,
+        "status": "started",
+        "worker": "w",
+        "started_at": now,
+    }
+
+
 # -- probes --------------------------------------------------------------------------------
 
 

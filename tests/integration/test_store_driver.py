@@ -39,6 +39,7 @@ from saga_store import DatabaseUnavailable, SagaStore, StoreError, writes
 from saga_store.db import make_engine, translate_errors
 from saga_store.driver import Moment, Writer
 from tests import dbs
+from tests.integration.recovery_support import new_saga_row, new_start_row
 
 metadata = MetaData()
 probe = Table(
@@ -205,50 +206,22 @@ def test_translate_errors_names_a_duplicate_key_a_store_error(writer: Writer) ->
     assert str(caught.value).startswith("database error on ")
 
 
-def _saga_row(saga_id: str) -> dict[str, Any]:
-    now = clock.utcnow()
-    return {
-        "id": saga_id,
-        "name": "driver-test",
-        "mode": "orchestrated",
-        "status": "running",
-        "on_crash": "resume",
-        "plan": "{}",
-        "created_at": now,
-        "updated_at": now,
-        "owner": "w",
-        "lease_expires_at": now,
-        "version": 1,
-    }
-
-
-def _start(saga_id: str) -> dict[str, Any]:
-    return {
-        "saga_id": saga_id,
-        "step": 0,
-        "step_name": "step0",
-        "kind": "action",
-        "attempt": 1,
-        "status": "started",
-        "worker": "w",
-        "started_at": clock.utcnow(),
-    }
-
-
 def test_a_saga_id_taken_twice_is_an_integrity_error_under_the_store_error(
     store: SagaStore,
 ) -> None:
     # the journal's own statement (one CTE on PostgreSQL, two INSERTs elsewhere)
     journal_writer = store.journal.writer
-    single = writes.one_statement(journal_writer.dialect, [], [_start("s")])
+    now = clock.utcnow()
+    starts = [new_start_row("s", 0, now)]
+    single = writes.one_statement(journal_writer.dialect, [], starts, new_saga=True)
     with journal_writer.transaction(single=single) as cur:
-        writes.insert_saga(cur, _saga_row("s"), [], [_start("s")])
+        writes.insert_saga(cur, new_saga_row("s", now), [], starts)
     with (
         pytest.raises(StoreError) as caught,
         translate_errors(store.engine.url),
         journal_writer.transaction(single=single) as cur,
     ):
-        writes.insert_saga(cur, _saga_row("s"), [], [_start("s")])
+        writes.insert_saga(cur, new_saga_row("s", now), [], starts)
     assert type(caught.value) is StoreError
     assert isinstance(caught.value.__cause__, sa_exc.IntegrityError)
     record = store.get("s")

@@ -26,6 +26,8 @@ from tests.integration.recovery_support import (
     crash,
     dying_process,
     frozen_at_start,
+    new_saga_row,
+    new_start_row,
     saga_of,
     saga_row,
     statuses,
@@ -95,35 +97,14 @@ def test_a_generated_saga_id_is_not_looked_up(store: SagaStore, script: Script) 
 
 def _seed(store: SagaStore) -> dict[str, Any]:
     now = clock.utcnow()
-    row = {
-        "id": "s",
-        "name": None,
-        "mode": "orchestrated",
-        "status": "running",
-        "on_crash": "resume",
-        "plan": "{}",
-        "created_at": now,
-        "updated_at": now,
-        "owner": "w",
-        "lease_expires_at": now,
-        "version": 1,
-    }
+    row = new_saga_row("s", now)
     with store.engine.begin() as conn:  # through SQLAlchemy, as OnConnection allows
         writes.insert_saga(writes.OnConnection(conn), row, [], [_start(0, now)])
     return row
 
 
 def _start(step: int, now: Any) -> dict[str, Any]:
-    return {
-        "saga_id": "s",
-        "step": step,
-        "step_name": f"step{step}",
-        "kind": "action",
-        "attempt": 1,
-        "status": "started",
-        "worker": "w",
-        "started_at": now,
-    }
+    return new_start_row("s", step, now)
 
 
 def _finish(step: int, now: Any) -> dict[str, Any]:
