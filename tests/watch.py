@@ -71,8 +71,8 @@ class Watch:
 class Commits(Watch):
     """Counts the store's commits, through either door, while entered."""
 
-    def __init__(self, store: SagaStore) -> None:
-        super().__init__(store, self._seen)
+    def __init__(self, store: SagaStore, *, statements: bool = True) -> None:
+        super().__init__(store, self._seen, statements=statements)
         self.count = 0
         self._lock = threading.Lock()
 

@@ -20,7 +20,7 @@ from micro_saga import Operation, SagaAssembler
 from saga_store import Registry, SagaStore
 from saga_store.db import SqliteSync
 from tests import dbs
-from tests.watch import Watch, WhatHappened
+from tests.watch import Commits, WhatHappened
 
 __all__ = [
     "MODES",
@@ -146,7 +146,7 @@ def repeatedly(make: Callable[[], SagaAssembler], mode: Mode) -> Callable[[], li
     return once
 
 
-class Counter(Watch):
+class Counter(Commits):
     """Counts what a store does while attached: commits, and (``statements=True``) statements
     by kind.
 
@@ -155,16 +155,16 @@ class Counter(Watch):
     """
 
     def __init__(self, store: SagaStore, *, statements: bool = False) -> None:
-        super().__init__(store, self._seen, statements=statements)
-        self.commits = 0
+        super().__init__(store, statements=statements)
         self.statements: dict[str, int] = {}
 
-    def _seen(self, what: WhatHappened, sql: str, _conn: Connection | None) -> None:
-        if what == "commit":
-            self.commits += 1
-        elif what == "failed":
-            self.commits -= 1
-        elif what == "execute" and self.with_statements:
+    @property
+    def commits(self) -> int:
+        return self.count
+
+    def _seen(self, what: WhatHappened, sql: str, conn: Connection | None) -> None:
+        super()._seen(what, sql, conn)
+        if what == "execute" and self.with_statements:
             kind = classify(sql)
             self.statements[kind] = self.statements.get(kind, 0) + 1
 
