@@ -7,6 +7,9 @@ statement (execution contexts, result objects, event dispatch), which on SQLite 
 the database's own work and on every backend a large part of a step's cost.
 
 * SQLite: ``BEGIN IMMEDIATE`` (the write lock first, as the engine's own transactions take it).
+  The process's writers take turns (SQLite has one writer at a time), so with
+  ``keep_connection`` they share one connection, kept checked out between writes: no pool
+  checkout and check-in per commit. A forked child leaves its parent's connection alone.
 * PostgreSQL: a transaction of one statement runs in autocommit, as its own implicit
   transaction: committed and flushed before the reply, without the round trips of BEGIN and
   COMMIT.
@@ -25,13 +28,16 @@ journal's commits with it, and the crash tests kill the process at each one.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import weakref
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Literal
 
 from sqlalchemy import Dialect, Engine
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.pool import SingletonThreadPool
 
 __all__ = ["Cursor", "Listener", "Moment", "Writer"]
 
@@ -101,7 +107,10 @@ class Cursor:
 class Writer:
     """Write transactions on one engine's pooled driver connections."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, keep_connection: bool = False) -> None:
+        """``keep_connection``: on SQLite, keep one connection checked out for all the writes
+        (see below); for an engine whose pool has a connection to spare for everything else.
+        """
         self.engine = engine
         self.dialect = engine.dialect
         self._sqlite = self.dialect.name == "sqlite"
@@ -118,6 +127,18 @@ class Writer:
         self._gate: AbstractContextManager[Any] = (
             threading.Lock() if self._sqlite else nullcontext()
         )
+        # With one writer at a time, one connection serves them all: on SQLite the writer
+        # keeps the connection it checked out (guarded by the gate) instead of a pool checkout
+        # and check-in per commit. Not with a pool of one connection per thread (a SQLite
+        # connection is then bound to its thread).
+        self._hold = (
+            keep_connection and self._sqlite and not isinstance(engine.pool, SingletonThreadPool)
+        )
+        self._held: Any = None
+        #: a forked child's copy of the connection its parent held: never used, closed or
+        #: returned here (the parent still uses it)
+        self._inherited: list[Any] = []
+        _WRITERS.add(self)
 
     def listen(self, listener: Listener) -> None:
         """Call ``listener(moment, sql)`` at each :data:`Moment` of the transactions here.
@@ -185,11 +206,32 @@ class Writer:
         # what committed (an empty autocommit block committed nothing)
         return handle if handle.used or not autocommit else None
 
+    def close(self) -> None:
+        """Give back the connection held for the writes (on SQLite), if any."""
+        with self._gate:
+            held, self._held = self._held, None
+            if held is not None:
+                held.close()
+
+    def _forked(self) -> None:
+        """In a forked child: forget the parent's connection and any lock its threads held."""
+        if self._held is not None:
+            self._inherited.append(self._held)
+            self._held = None
+        if self._sqlite:
+            self._gate = threading.Lock()
+
     def _checkout(self) -> Any:
+        held = self._held
+        if held is not None and held.is_valid:
+            return held
         try:
-            return self.engine.raw_connection()
+            raw = self.engine.raw_connection()
         except self.dialect.loaded_dbapi.Error as error:  # a connect error the pool let through
             raise self._error(error, None, disconnected=True) from error
+        if self._hold:
+            self._held = raw
+        return raw
 
     def _error(self, error: Exception, handle: Cursor | None, *, disconnected: bool) -> Exception:
         sql, params = handle.last if handle is not None else ("", None)
@@ -215,12 +257,14 @@ class Writer:
             raw.invalidate(error if isinstance(error, Exception) else None)
             raise
         finally:
-            if ended and raw.is_valid:
+            if not (ended and raw.is_valid):
+                if raw is self._held:
+                    self._held = None
+                raw.close()
+            elif raw is not self._held:  # a held connection stays out, idle, for the next write
                 # As SQLAlchemy's Connection does: no reset (a ROLLBACK round trip on MySQL)
                 # for a connection whose transaction just ended.
                 raw._close_special(transaction_reset=True)
-            else:
-                raw.close()
 
     def _rollback(self, raw: Any, dbapi: Any, autocommit: bool) -> bool:
         """Roll back what the block began; whether the connection is now idle and valid."""
@@ -249,3 +293,13 @@ class Writer:
             self._notify(moment, sql)
         except Exception:
             log.exception("a journal writer listener failed at %r", moment)
+
+
+def _after_fork_in_child() -> None:
+    for writer in list(_WRITERS):
+        writer._forked()
+
+
+_WRITERS: weakref.WeakSet[Writer] = weakref.WeakSet()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -88,10 +88,11 @@ class SqlJournal:
         worker_id: str,
         lease_seconds: float,
         heartbeat: bool = True,
+        keep_connection: bool = False,
     ) -> None:
         self.engine = engine
         #: the write transactions of running sagas (observe their commits with ``listen``)
-        self.writer = Writer(engine)
+        self.writer = Writer(engine, keep_connection=keep_connection)
         self.registry = registry
         self.serializer = serializer
         self.worker_id = worker_id

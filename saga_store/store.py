@@ -75,6 +75,8 @@ class SagaStore:
             worker_id=self.worker_id,
             lease_seconds=lease_seconds,
             heartbeat=heartbeat,
+            # its own pool has connections to spare; a caller's engine may not
+            keep_connection=self._owns_engine,
         )
         self._recoverer = Recoverer(self.journal, self.instance_id)
 
@@ -228,6 +230,7 @@ class SagaStore:
         """Stop the heartbeat and release the connections (if the store made the engine)."""
         if self.journal.heartbeat is not None:
             self.journal.heartbeat.stop()
+        self.journal.writer.close()
         if self._owns_engine:
             self.engine.dispose()
 

@@ -11,6 +11,7 @@ ROLLBACK).
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -34,8 +35,8 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 
-from micro_saga import clock
-from saga_store import DatabaseUnavailable, SagaStore, StoreError, writes
+from micro_saga import Operation, clock
+from saga_store import DatabaseUnavailable, SagaStore, StoreError, default_registry, writes
 from saga_store.db import make_engine, translate_errors
 from saga_store.driver import Moment, Writer
 from tests import dbs
@@ -70,6 +71,11 @@ def insert(dialect: Dialect, row_id: int, note: str = "x") -> tuple[str, Any]:
     return bound(
         dialect, "INSERT INTO driver_probe (id, note) VALUES (:id, :note)", id=row_id, note=note
     )
+
+
+@default_registry.register(name="driver-tests:noop")
+def _noop(value: int) -> int:
+    return value
 
 
 #: a statement, or something to do between statements (raise, drop the connection)
@@ -584,3 +590,144 @@ def test_sqlite_writers_of_one_process_queue_instead_of_meeting_the_busy_timeout
         assert count(observer) == threads * each
     finally:
         engine.dispose()
+
+
+# -- SQLite: one connection kept for all the writes ------------------------------------------
+
+
+@pytest.fixture
+def sqlite_url(db_url: str, backend: dbs.Backend) -> str:
+    if backend != "sqlite":
+        pytest.skip("only SQLite's writers take turns, and can share one connection")
+    return db_url
+
+
+@pytest.fixture
+def spare_pool(sqlite_url: str) -> Iterator[Engine]:
+    """An engine as the store makes its own (connections to spare), with the table."""
+    engine = make_engine(sqlite_url)
+    metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def impatient(sqlite_url: str, spare_pool: Engine) -> Iterator[Engine]:
+    """Another session that gives up at once if the write lock is held."""
+    other = create_engine(sqlite_url, connect_args={"timeout": 0})
+    yield other
+    other.dispose()
+
+
+def checkouts(engine: Engine) -> list[int]:
+    """A list that grows by one at each checkout from the engine's pool."""
+    seen: list[int] = []
+    event.listen(engine, "checkout", lambda *_: seen.append(1))
+    return seen
+
+
+def test_a_kept_connection_serves_every_write_and_holds_no_lock_between_them(
+    spare_pool: Engine, impatient: Engine
+) -> None:
+    seen = checkouts(spare_pool)
+    writer = Writer(spare_pool, keep_connection=True)
+    dialect = writer.dialect
+    for row_id in (1, 2, 3):
+        write(writer, insert(dialect, row_id))
+        # between writes the kept connection is idle: another session writes at once
+        with impatient.begin() as conn:
+            conn.execute(probe.insert(), {"id": 100 + row_id, "note": "other"})
+    assert len(seen) == 1
+    assert spare_pool.pool.checkedout() == 1  # type: ignore[attr-defined]
+    assert [row_id for row_id, _ in notes(impatient)] == [1, 2, 3, 101, 102, 103]
+
+    writer.close()
+    assert spare_pool.pool.checkedout() == 0  # type: ignore[attr-defined]
+    write(writer, insert(dialect, 4))  # a writer used after close checks one out again
+    assert len(seen) == 2
+    writer.close()
+
+
+def test_a_failed_write_leaves_the_kept_connection_idle_and_serving(
+    spare_pool: Engine, impatient: Engine
+) -> None:
+    seen = checkouts(spare_pool)
+    writer = Writer(spare_pool, keep_connection=True)
+    dialect = writer.dialect
+
+    def give_up() -> None:
+        raise ValueError("the caller gave up")
+
+    with pytest.raises(ValueError, match="the caller gave up"):
+        write(writer, insert(dialect, 1), give_up)
+    with pytest.raises(sa_exc.IntegrityError):
+        write(writer, insert(dialect, 2), insert(dialect, 2))
+    with impatient.begin() as conn:  # rolled back both times: the lock is free
+        conn.execute(probe.insert(), {"id": 50, "note": "other"})
+
+    write(writer, insert(dialect, 1, "again"))
+    assert notes(impatient) == [(1, "again"), (50, "other")]
+    assert len(seen) == 1
+    writer.close()
+
+
+def test_without_keep_connection_each_write_checks_one_out_and_gives_it_back(
+    spare_pool: Engine,
+) -> None:
+    seen = checkouts(spare_pool)
+    writer = Writer(spare_pool)
+    for row_id in (1, 2, 3):
+        write(writer, insert(writer.dialect, row_id))
+        assert spare_pool.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert len(seen) == 3
+
+
+def test_a_store_keeps_a_connection_only_on_the_engine_it_made(sqlite_url: str) -> None:
+    own = SagaStore(sqlite_url)
+    own.upgrade()
+    try:
+        own.saga("kept").operation(Operation(_noop, 1)).orchestrator_execute()
+        assert own.engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+    finally:
+        own.close()
+    assert own.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+    # A caller's pool of one connection: keeping it would starve the store's own reads.
+    tight = make_engine(sqlite_url, pool_size=1, max_overflow=0, pool_timeout=2)
+    store = SagaStore(tight)
+    try:
+        for n in range(3):
+            store.saga("tight", saga_id=f"tight-{n}").operation(
+                Operation(_noop, n)
+            ).orchestrator_execute()
+            assert tight.pool.checkedout() == 0  # type: ignore[attr-defined]
+        assert store.get("tight-2").status == "succeeded"
+    finally:
+        store.close()
+        tight.dispose()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")  # 3.12+: multi-threaded fork()
+def test_a_forked_child_writes_on_a_connection_of_its_own(
+    spare_pool: Engine, impatient: Engine
+) -> None:
+    writer = Writer(spare_pool, keep_connection=True)
+    write(writer, insert(writer.dialect, 1, "parent"))
+    seen = checkouts(spare_pool)
+
+    pid = os.fork()
+    if pid == 0:  # the child: report by exit code, never return into pytest
+        code = 3
+        try:
+            write(writer, insert(writer.dialect, 2, "child"))
+            code = 0 if len(seen) == 1 else 1  # 1: it wrote on its parent's connection
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0, "the child used its parent's connection"
+    write(writer, insert(writer.dialect, 3, "parent"))  # the parent's is still its own
+    assert seen == []
+    assert notes(impatient) == [(1, "parent"), (2, "child"), (3, "parent")]
+    writer.close()
