@@ -66,6 +66,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         # SQLite keeps text: the very text SQLAlchemy's DATETIME writes, made in one C call
         # instead of its %-formatting of a dict (every journal write binds two or three times).
         def process(value: datetime | None) -> str | None:
+            if value is not None and value.tzinfo is UTC:  # the journal's own times: "+00:00"
+                return value.isoformat(" ", "microseconds")[:-6]
             naive = self.process_bind_param(value, dialect)
             return None if naive is None else naive.isoformat(" ", "microseconds")
 

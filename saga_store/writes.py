@@ -14,6 +14,7 @@ SQL they compile to on whatever offers :class:`Statements`: the journal's driver
 
 from __future__ import annotations
 
+import operator
 import weakref
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Protocol
@@ -239,7 +240,7 @@ def _start_from(source: Any, name: str) -> Any:
 class _Prepared:
     """A statement compiled for one dialect, and the bind processors of its parameters."""
 
-    __slots__ = ("names", "positional", "processors", "sql")
+    __slots__ = ("_convert", "_pick", "names", "positional", "sql")
 
     def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
@@ -249,22 +250,34 @@ class _Prepared:
         self.positional = bool(compiled.positional)
         names = compiled.positiontup if compiled.positional else list(compiled.binds)
         self.names: tuple[str, ...] = tuple(names or ())
-        self.processors: tuple[Callable[[Any], Any] | None, ...] = tuple(
+        processors = [
             compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
             for name in self.names
+        ]
+        #: the values in the statement's order, as one tuple (picked in C)
+        self._pick: Callable[[Row], tuple[Any, ...]] = (
+            operator.itemgetter(*self.names)
+            if len(self.names) > 1
+            else lambda values: tuple(values[name] for name in self.names)
+        )
+        #: where a value needs its type's bind processor (times, on SQLite and MySQL)
+        self._convert = tuple(
+            (position, process)
+            for position, process in enumerate(processors)
+            if process is not None
         )
 
     def params(self, values: Row) -> Any:
         """The driver's parameters (a tuple or a dict, as its paramstyle wants) for ``values``."""
-        converted = [
-            value if process is None else process(value)
-            for process, value in zip(
-                self.processors, map(values.__getitem__, self.names), strict=True
-            )
-        ]
+        picked = self._pick(values)
+        if self._convert:
+            converted = list(picked)
+            for position, process in self._convert:
+                converted[position] = process(converted[position])
+            picked = tuple(converted)
         if self.positional:
-            return tuple(converted)
-        return dict(zip(self.names, converted, strict=True))
+            return picked
+        return dict(zip(self.names, picked, strict=True))
 
 
 _PREPARED: weakref.WeakKeyDictionary[Dialect, dict[Hashable, _Prepared]] = (
