@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from micro_saga.errors import SagaDefinitionError
@@ -16,12 +17,21 @@ from .tables import NAME_LENGTH
 
 __all__ = ["PLAN_FORMAT", "decode_plan", "encode_plan"]
 
-PLAN_FORMAT = 1
+#: 2: each distinct retry policy is written once, in ``policies``; a step's ``retry`` and
+#: ``compensation_retry`` are positions in it (1: each step carried its two policies in full)
+PLAN_FORMAT = 2
+_READABLE_FORMATS = (1, 2)
 
 
 def encode_plan(plan: SagaPlan, registry: Registry, serializer: Serializer) -> str:
     """The plan as journal text; refuses unregistered functions and unstorable arguments."""
     _check_lengths(plan)
+    # A saga's steps mostly share one or two policies: stored once each, not twice per step.
+    positions: dict[RetryPolicy, int] = {}
+
+    def position(policy: RetryPolicy) -> int:
+        return positions.setdefault(policy, len(positions))
+
     steps = [
         {
             "name": step.name,
@@ -29,8 +39,8 @@ def encode_plan(plan: SagaPlan, registry: Registry, serializer: Serializer) -> s
             "compensation": None
             if step.compensation is None
             else _encode_call(step.compensation, step, "compensation", registry, serializer),
-            "retry": _encode_policy(step.retry),
-            "compensation_retry": _encode_policy(step.compensation_retry),
+            "retry": position(step.retry),
+            "compensation_retry": position(step.compensation_retry),
         }
         for step in plan.steps
     ]
@@ -41,6 +51,7 @@ def encode_plan(plan: SagaPlan, registry: Registry, serializer: Serializer) -> s
         "mode": plan.mode,
         "on_crash": plan.on_crash,
         "max_interruptions": plan.max_interruptions,
+        "policies": [_encode_policy(policy) for policy in positions],
         "steps": steps,
     }
     try:
@@ -67,8 +78,9 @@ def decode_plan(text: str, registry: Registry, serializer: Serializer) -> SagaPl
     """Rebuild a plan from journal text; raises UnregisteredFunction or SerializationError."""
     data = serializer.loads(text)
     try:
-        if data.get("format") != PLAN_FORMAT:
+        if data.get("format") not in _READABLE_FORMATS:
             raise SerializationError(f"unknown plan format {data.get('format')!r}")
+        policy = _policy_reader(data)
         steps = tuple(
             StepPlan(
                 index=i,
@@ -77,8 +89,8 @@ def decode_plan(text: str, registry: Registry, serializer: Serializer) -> SagaPl
                 compensation=None
                 if s["compensation"] is None
                 else _decode_call(s["compensation"], registry),
-                retry=_decode_policy(s["retry"]),
-                compensation_retry=_decode_policy(s["compensation_retry"]),
+                retry=policy(s["retry"]),
+                compensation_retry=policy(s["compensation_retry"]),
             )
             for i, s in enumerate(data["steps"])
         )
@@ -90,7 +102,7 @@ def decode_plan(text: str, registry: Registry, serializer: Serializer) -> SagaPl
             on_crash=data["on_crash"],
             max_interruptions=data["max_interruptions"],
         )
-    except (KeyError, TypeError, AttributeError) as exc:
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
         raise SerializationError(f"the journaled plan is malformed: {exc!r}") from None
 
 
@@ -135,6 +147,20 @@ def _encode_policy(policy: RetryPolicy) -> dict[str, Any]:
         "retry_on": [_spec_name(s) for s in policy.retry_on],
         "never_retry_on": [_spec_name(s) for s in policy.never_retry_on],
     }
+
+
+def _policy_reader(data: dict[str, Any]) -> Callable[[Any], RetryPolicy]:
+    """How a step's policy is read: in full (format 1) or by position in ``policies``."""
+    if data["format"] == 1:
+        return _decode_policy
+    policies = [_decode_policy(policy) for policy in data["policies"]]
+
+    def at(position: Any) -> RetryPolicy:
+        if isinstance(position, bool) or not isinstance(position, int):
+            raise TypeError(f"a policy position must be an int, got {position!r}")
+        return policies[position]  # IndexError: malformed
+
+    return at
 
 
 def _decode_policy(data: dict[str, Any]) -> RetryPolicy:

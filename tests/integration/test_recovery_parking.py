@@ -116,7 +116,7 @@ def test_a_journal_that_cannot_be_decoded_parks_its_saga_and_retry_re_drives_it(
                 crash(saga_of(dead, [f"{saga_id}.a", f"{saga_id}.b"], saga_id=saga_id))
         plans = {saga_id: saga_row(store.engine, saga_id).plan for saga_id in garbled}
         _set(store, "plan-not-json", plan=plans["plan-not-json"][:40])
-        _set(store, "plan-format", plan=plans["plan-format"].replace('"format":1', '"format":9'))
+        _set(store, "plan-format", plan=plans["plan-format"].replace('"format":2', '"format":9'))
         _set_result(store, "result-not-json", 0, "{not json")
         frozen.tick(LEASE + 1)
 

@@ -415,16 +415,22 @@ def test_plan_is_journaled_before_the_first_step_runs(store: SagaStore, db_url: 
     assert first["action"]["kwargs"] == {}
     assert first["compensation"]["fn"] == REFUND_NAME
     assert first["compensation"]["args"] == [11]
-    assert first["retry"]["attempts"] == 4
-    assert first["retry"]["backoff"] == "exponential"
-    assert first["retry"]["delay"] == 1.5
-    assert first["retry"]["max_delay"] == 10.0
-    assert first["compensation_retry"]["attempts"] == 6
-    assert first["compensation_retry"]["never_retry_on"] == ["KeyError"]
+    # each distinct policy once, the steps pointing at theirs
+    assert plan["format"] == 2
+    policies = plan["policies"]
+    assert len(policies) == 3
+    retry, compensation_retry = policies[first["retry"]], policies[first["compensation_retry"]]
+    assert retry["attempts"] == 4
+    assert retry["backoff"] == "exponential"
+    assert retry["delay"] == 1.5
+    assert retry["max_delay"] == 10.0
+    assert compensation_retry["attempts"] == 6
+    assert compensation_retry["never_retry_on"] == ["KeyError"]
     assert second["name"] == "reserve pen"
     assert second["action"] == {"fn": f"{__name__}:reserve", "args": [11], "kwargs": {"sku": "pen"}}
     assert second["compensation"] is None
-    assert second["retry"]["attempts"] == 1  # the saga-wide default
+    assert second["retry"] == second["compensation_retry"]  # both the saga-wide default
+    assert policies[second["retry"]]["attempts"] == 1
     # The row keeps the same plan, and its mode and policy columns agree with it.
     row = _saga_row(store, "plan-1")
     assert json.loads(row.plan) == plan
