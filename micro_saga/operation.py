@@ -40,7 +40,7 @@ ACTION_RESULT: Final = _ActionResult()
 class Call:
     """A function with the arguments to call it with."""
 
-    __slots__ = ("args", "func", "kwargs")
+    __slots__ = ("args", "func", "is_async", "kwargs")
 
     def __init__(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
         if not callable(func):
@@ -48,10 +48,8 @@ class Call:
         self.func = func
         self.args = args
         self.kwargs = kwargs
-
-    @property
-    def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.func)
+        #: asked for every call of a saga each time it runs: inspect once, here
+        self.is_async: bool = inspect.iscoroutinefunction(func)
 
     def bind(self, action_result: Any = None) -> functools.partial[Any]:
         """The call as a partial, with ACTION_RESULT replaced by ``action_result``."""

@@ -63,10 +63,10 @@ class Registry:
 
     def name_of(self, func: Callable[..., Any]) -> str:
         """The registered name of ``func``; refuses anything not registered."""
-        _check_registrable(func)
         try:
-            return self._names[func]
+            return self._names[func]  # what is here passed _check_registrable when registered
         except (KeyError, TypeError):
+            _check_registrable(func)  # the more telling error first
             raise UnregisteredFunction(
                 f"{default_name(func)} is not registered: decorate it with @store.register "
                 "(durable sagas may only call registered functions)"
