@@ -626,11 +626,19 @@ def checkouts(engine: Engine) -> list[int]:
     return seen
 
 
-def test_a_kept_connection_serves_every_write_and_holds_no_lock_between_them(
-    spare_pool: Engine, impatient: Engine
-) -> None:
+@pytest.fixture
+def kept(spare_pool: Engine) -> Iterator[tuple[Writer, list[int]]]:
+    """A writer that keeps its connection, and the pool's checkouts since it was made."""
     seen = checkouts(spare_pool)
     writer = Writer(spare_pool, keep_connection=True)
+    yield writer, seen
+    writer.close()
+
+
+def test_a_kept_connection_serves_every_write_and_holds_no_lock_between_them(
+    spare_pool: Engine, impatient: Engine, kept: tuple[Writer, list[int]]
+) -> None:
+    writer, seen = kept
     dialect = writer.dialect
     for row_id in (1, 2, 3):
         write(writer, insert(dialect, row_id))
@@ -645,14 +653,12 @@ def test_a_kept_connection_serves_every_write_and_holds_no_lock_between_them(
     assert spare_pool.pool.checkedout() == 0  # type: ignore[attr-defined]
     write(writer, insert(dialect, 4))  # a writer used after close checks one out again
     assert len(seen) == 2
-    writer.close()
 
 
 def test_a_failed_write_leaves_the_kept_connection_idle_and_serving(
-    spare_pool: Engine, impatient: Engine
+    impatient: Engine, kept: tuple[Writer, list[int]]
 ) -> None:
-    seen = checkouts(spare_pool)
-    writer = Writer(spare_pool, keep_connection=True)
+    writer, seen = kept
     dialect = writer.dialect
 
     def give_up() -> None:
@@ -668,7 +674,6 @@ def test_a_failed_write_leaves_the_kept_connection_idle_and_serving(
     write(writer, insert(dialect, 1, "again"))
     assert notes(impatient) == [(1, "again"), (50, "other")]
     assert len(seen) == 1
-    writer.close()
 
 
 def test_without_keep_connection_each_write_checks_one_out_and_gives_it_back(
