@@ -13,7 +13,7 @@ import random
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -102,12 +102,21 @@ class Execution:
             return Batch((StatusChanged(saga_id=saga_id, status="compensating", at=now),), False)
         if self._state.is_final:
             return Batch((), durable=False)
-        done = SagaFinished(saga_id=saga_id, status=action.status, at=now)
         if action.status == "succeeded":
-            done = replace(done, results=results(self.plan, self._state))
+            done = SagaFinished(
+                saga_id=saga_id,
+                status=action.status,
+                at=now,
+                results=results(self.plan, self._state),
+            )
         else:
             error = failure_report(self.plan, self._state, now).operation_error
-            done = replace(done, error=_error_info(error, with_exception=False))
+            done = SagaFinished(
+                saga_id=saga_id,
+                status=action.status,
+                at=now,
+                error=_error_info(error, with_exception=False),
+            )
         return Batch((done,), durable=True)
 
     def outcome(self) -> list[Any]:
