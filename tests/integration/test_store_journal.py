@@ -31,12 +31,14 @@ from sqlalchemy.pool import NullPool
 from micro_saga import (
     Operation,
     SagaAssembler,
+    SagaDefinitionError,
     SagaException,
     current_step,
 )
 from saga_store import SagaStore, default_registry
 from saga_store.records import AttemptRecord
 from saga_store.tables import attempts, sagas
+from tests.plan_formats import as_format_1
 from tests.watch import Commits
 
 Executor = Callable[[SagaAssembler], list[Any]]
@@ -435,6 +437,29 @@ def test_plan_is_journaled_before_the_first_step_runs(store: SagaStore, db_url: 
     row = _saga_row(store, "plan-1")
     assert json.loads(row.plan) == plan
     assert (row.mode, row.on_crash, row.name) == ("orchestrated", "compensate", "planned")
+
+
+def test_a_saga_journaled_with_a_format_1_plan_is_still_the_same_saga(store: SagaStore) -> None:
+    _register_snippet_functions(store)
+
+    def define() -> SagaAssembler:
+        saga = store.saga("older", saga_id="plan-old")
+        saga.operation(Operation(step_n, 1).add_compensation(refund, 1).with_retry(attempts=2))
+        return saga.operation(Operation(step_n, 2))
+
+    assert define().orchestrator_execute() == [10, 20]
+    old = as_format_1(_saga_row(store, "plan-old").plan)  # as a version before format 2 wrote it
+    with store.engine.begin() as conn:
+        conn.execute(sa.update(sagas).where(sagas.c.id == "plan-old").values(plan=old))
+
+    with Commits(store) as commits:  # the same operation: its recorded results, nothing rerun
+        assert define().orchestrator_execute() == [10, 20]
+    assert commits.count == 0
+    assert _saga_row(store, "plan-old").plan == old
+
+    changed = store.saga("older", saga_id="plan-old").operation(Operation(step_n, 3))
+    with pytest.raises(SagaDefinitionError, match="different plan"):
+        changed.orchestrator_execute()
 
 
 def test_choreographed_plan_records_its_mode(store: SagaStore) -> None:

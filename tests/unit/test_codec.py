@@ -15,6 +15,7 @@ from micro_saga.retry import RetryPolicy, error_name
 from saga_store import Registry, SerializationError
 from saga_store.codec import PLAN_FORMAT, decode_plan, encode_plan
 from saga_store.serialize import JsonSerializer
+from tests.plan_formats import as_format_1
 
 registry = Registry()
 serializer = JsonSerializer()
@@ -93,20 +94,9 @@ def test_each_distinct_policy_is_written_once() -> None:
     assert len(json.loads(encode_plan(same, registry, serializer))["policies"]) == 1
 
 
-def _format_1(text: str) -> str:
-    """The same plan as an earlier version wrote it: two full policies in every step."""
-    data = json.loads(text)
-    policies = data.pop("policies")
-    for step in data["steps"]:
-        step["retry"] = policies[step["retry"]]
-        step["compensation_retry"] = policies[step["compensation_retry"]]
-    data["format"] = 1
-    return json.dumps(data)
-
-
 def test_a_plan_an_earlier_version_wrote_still_reads() -> None:
     plan = mixed_plan()
-    old_text = _format_1(encode_plan(plan, registry, serializer))
+    old_text = as_format_1(encode_plan(plan, registry, serializer))
     assert '"policies"' not in old_text
     again = decode_plan(old_text, registry, serializer)
     assert [(s.retry, s.compensation_retry) for s in again.steps] == [
