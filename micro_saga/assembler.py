@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import Any, ClassVar, Self
 
 from . import core
@@ -13,7 +12,7 @@ from .checks import is_text, is_whole, loop_running
 from .errors import SagaDefinitionError, SagaException
 from .journal import Journal, NullJournal
 from .operation import Operation
-from .plan import CrashPolicy, Mode, SagaPlan, StepPlan
+from .plan import CrashPolicy, Mode, SagaPlan, StepPlan, new_saga_id
 from .retry import RetryPolicy
 from .runner import Sleep, run
 
@@ -104,7 +103,7 @@ class SagaAssembler:
             for i, op in enumerate(self.operations)
         )
         return SagaPlan(
-            saga_id=self.saga_id or uuid.uuid4().hex,
+            saga_id=self.saga_id or new_saga_id(),
             fresh=self.saga_id is None,
             name=self.name,
             mode=mode,
