@@ -158,7 +158,9 @@ def _policy_reader(data: dict[str, Any]) -> Callable[[Any], RetryPolicy]:
     def at(position: Any) -> RetryPolicy:
         if isinstance(position, bool) or not isinstance(position, int):
             raise TypeError(f"a policy position must be an int, got {position!r}")
-        return policies[position]  # IndexError: malformed
+        if not 0 <= position < len(policies):
+            raise IndexError(f"policy position {position} of {len(policies)}")
+        return policies[position]
 
     return at
 

@@ -9,7 +9,8 @@ the database's own work and on every backend a large part of a step's cost.
 * SQLite: ``BEGIN IMMEDIATE`` (the write lock first, as the engine's own transactions take it).
   The process's writers take turns (SQLite has one writer at a time), so with
   ``keep_connection`` they share one connection, kept checked out between writes: no pool
-  checkout and check-in per commit. A forked child leaves its parent's connection alone.
+  checkout and check-in per commit. A forked child leaves its parent's connections alone (the
+  kept one, and the pool's idle ones), and a disposed engine's new pool serves the next write.
 * PostgreSQL: a transaction of one statement runs in autocommit, as its own implicit
   transaction: committed and flushed before the reply, without the round trips of BEGIN and
   COMMIT.
@@ -135,6 +136,8 @@ class Writer:
             keep_connection and self._sqlite and not isinstance(engine.pool, SingletonThreadPool)
         )
         self._held: Any = None
+        #: the pool the kept connection came from (``engine.dispose()`` makes a new one)
+        self._held_pool: Any = None
         #: a forked child's copy of the connection its parent held: never used, closed or
         #: returned here (the parent still uses it)
         self._inherited: list[Any] = []
@@ -207,30 +210,43 @@ class Writer:
         return handle if handle.used or not autocommit else None
 
     def close(self) -> None:
-        """Give back the connection held for the writes (on SQLite), if any."""
+        """Give back the connection kept for the writes (on SQLite), if any; writes after this
+        check a connection out and give it back each time."""
         with self._gate:
-            held, self._held = self._held, None
-            if held is not None:
-                held.close()
+            self._hold = False
+            self._let_go()
 
     def _forked(self) -> None:
-        """In a forked child: forget the parent's connection and any lock its threads held."""
+        """In a forked child: forget the parent's connections and any lock its threads held."""
         if self._held is not None:
             self._inherited.append(self._held)
             self._held = None
+        if self._hold:
+            # the engine is the store's own: its pool's idle connections are the parent's too
+            self.engine.dispose(close=False)
         if self._sqlite:
             self._gate = threading.Lock()
 
+    def _let_go(self) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            return
+        if self._held_pool is not self.engine.pool:
+            held.detach()  # the engine was disposed: closed now, not kept by the old pool
+        held.close()
+
     def _checkout(self) -> Any:
         held = self._held
-        if held is not None and held.is_valid:
-            return held
+        if held is not None:
+            if held.is_valid and self._held_pool is self.engine.pool:
+                return held
+            self._let_go()  # invalidated, or the engine was disposed: take a fresh one
         try:
             raw = self.engine.raw_connection()
         except self.dialect.loaded_dbapi.Error as error:  # a connect error the pool let through
             raise self._error(error, None, disconnected=True) from error
         if self._hold:
-            self._held = raw
+            self._held, self._held_pool = raw, self.engine.pool
         return raw
 
     def _error(self, error: Exception, handle: Cursor | None, *, disconnected: bool) -> Exception:

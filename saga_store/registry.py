@@ -66,11 +66,12 @@ class Registry:
         try:
             return self._names[func]  # what is here passed _check_registrable when registered
         except (KeyError, TypeError):
-            _check_registrable(func)  # the more telling error first
-            raise UnregisteredFunction(
-                f"{default_name(func)} is not registered: decorate it with @store.register "
-                "(durable sagas may only call registered functions)"
-            ) from None
+            pass
+        _check_registrable(func)  # the more telling error first
+        raise UnregisteredFunction(
+            f"{default_name(func)} is not registered: decorate it with @store.register "
+            "(durable sagas may only call registered functions)"
+        )
 
     def resolve(self, name: str) -> Callable[..., Any]:
         """The function registered as ``name``."""

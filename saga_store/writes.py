@@ -256,9 +256,7 @@ class _Prepared:
         ]
         #: the values in the statement's order, as one tuple (picked in C)
         self._pick: Callable[[Row], tuple[Any, ...]] = (
-            operator.itemgetter(*self.names)
-            if len(self.names) > 1
-            else lambda values: tuple(values[name] for name in self.names)
+            operator.itemgetter(*self.names) if len(self.names) > 1 else _pick_few(self.names)
         )
         #: where a value needs its type's bind processor (times, on SQLite and MySQL)
         self._convert = tuple(
@@ -278,6 +276,11 @@ class _Prepared:
         if self.positional:
             return picked
         return dict(zip(self.names, picked, strict=True))
+
+
+def _pick_few(names: tuple[str, ...]) -> Callable[[Row], tuple[Any, ...]]:
+    """As ``itemgetter``, as a tuple, for no name or one (where ``itemgetter`` gives no tuple)."""
+    return lambda values: tuple(values[name] for name in names)
 
 
 _PREPARED: weakref.WeakKeyDictionary[Dialect, dict[Hashable, _Prepared]] = (

@@ -8,8 +8,10 @@ saga per mode and flavour (named by VARIANTS) and recovers them all in one pass.
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import update
 
 from saga_store import SagaStore
+from saga_store.tables import sagas
 from tests.integration.recovery_support import (
     FLAVOURS,
     LEASE,
@@ -21,8 +23,10 @@ from tests.integration.recovery_support import (
     execute,
     frozen_at_start,
     saga_of,
+    saga_row,
     statuses,
 )
+from tests.plan_formats import as_format_1
 
 BOOM = "tests.integration.recovery_support.Boom"
 
@@ -194,3 +198,24 @@ def test_starting_an_abandoned_saga_id_again_resumes_it(store: SagaStore, script
         assert script.count("act", a) == 1, name
         assert script.count("act", b) == 2, name
         assert statuses(store.get(name), "action", 1) == ["interrupted", "succeeded"], name
+
+
+def test_a_saga_left_with_a_format_1_plan_is_recovered_with_its_policies(
+    db_url: str, store: SagaStore, script: Script
+) -> None:
+    # Left by a version that wrote plans as format 1. Its step b may fail twice: it succeeds
+    # only if the three attempts of its policy are read back from the old plan.
+    with frozen_at_start() as frozen:
+        with dying_process(db_url) as dead:
+            script.on("act", "old.b", "crash", "fail", "fail")
+            crash(saga_of(dead, ["old.a", "old.b"], saga_id="old", retry_attempts=3))
+        old_plan = as_format_1(saga_row(store.engine, "old").plan)
+        with store.engine.begin() as conn:
+            conn.execute(update(sagas).where(sagas.c.id == "old").values(plan=old_plan))
+        frozen.tick(LEASE + 1)
+        report = store.recover()
+    assert report.succeeded == ["old"]
+    record = store.get("old")
+    assert record.results == ["act old.a", "act old.b"]
+    assert statuses(record, "action", 1) == ["interrupted", "failed", "failed", "succeeded"]
+    assert saga_row(store.engine, "old").plan == old_plan  # read as it was, never rewritten

@@ -651,8 +651,36 @@ def test_a_kept_connection_serves_every_write_and_holds_no_lock_between_them(
 
     writer.close()
     assert spare_pool.pool.checkedout() == 0  # type: ignore[attr-defined]
-    write(writer, insert(dialect, 4))  # a writer used after close checks one out again
+    # a writer used after close checks one out for the write, and gives it back
+    write(writer, insert(dialect, 4))
     assert len(seen) == 2
+    assert spare_pool.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+def pool_events(engine: Engine, *names: str) -> list[str]:
+    """A list of the named pool events of ``engine``, in the order they happen."""
+    seen: list[str] = []
+    for name in names:
+        event.listen(engine, name, lambda *_, name=name: seen.append(name))
+    return seen
+
+
+def test_after_the_engine_is_disposed_the_writes_move_to_its_new_pool(
+    spare_pool: Engine, kept: tuple[Writer, list[int]]
+) -> None:
+    writer, seen = kept
+    write(writer, insert(writer.dialect, 1))
+    closed = pool_events(spare_pool, "close", "close_detached")
+    old_pool = spare_pool.pool
+
+    spare_pool.dispose()  # e.g. before the database file is replaced
+    write(writer, insert(writer.dialect, 2))
+
+    assert spare_pool.pool is not old_pool
+    assert len(seen) == 2  # a connection of the new pool
+    assert spare_pool.pool.checkedout() == 1  # type: ignore[attr-defined]
+    assert closed == ["close_detached"]  # the old pool's is closed, not kept by it
+    assert count(spare_pool) == 2
 
 
 def test_a_failed_write_leaves_the_kept_connection_idle_and_serving(
@@ -690,12 +718,17 @@ def test_without_keep_connection_each_write_checks_one_out_and_gives_it_back(
 def test_a_store_keeps_a_connection_only_on_the_engine_it_made(sqlite_url: str) -> None:
     own = SagaStore(sqlite_url)
     own.upgrade()
+    lent = pool_events(own.engine, "checkout", "checkin")
+
+    def outstanding() -> int:
+        return lent.count("checkout") - lent.count("checkin")
+
     try:
         own.saga("kept").operation(Operation(_noop, 1)).orchestrator_execute()
-        assert own.engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+        assert outstanding() == 1
     finally:
         own.close()
-    assert own.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert outstanding() == 0  # close gave the kept one back
 
     # A caller's pool of one connection: keeping it would starve the store's own reads.
     tight = make_engine(sqlite_url, pool_size=1, max_overflow=0, pool_timeout=2)
@@ -719,20 +752,22 @@ def test_a_forked_child_writes_on_a_connection_of_its_own(
 ) -> None:
     writer = Writer(spare_pool, keep_connection=True)
     write(writer, insert(writer.dialect, 1, "parent"))
-    seen = checkouts(spare_pool)
+    assert count(spare_pool) == 1  # and the read leaves an idle connection in the pool
+    connects = pool_events(spare_pool, "connect")
 
     pid = os.fork()
     if pid == 0:  # the child: report by exit code, never return into pytest
         code = 3
         try:
             write(writer, insert(writer.dialect, 2, "child"))
-            code = 0 if len(seen) == 1 else 1  # 1: it wrote on its parent's connection
+            # 1: it wrote on a connection of its parent's (the kept one, or the idle one)
+            code = 0 if connects == ["connect"] else 1
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
 
     assert os.waitstatus_to_exitcode(status) == 0, "the child used its parent's connection"
     write(writer, insert(writer.dialect, 3, "parent"))  # the parent's is still its own
-    assert seen == []
+    assert connects == []
     assert notes(impatient) == [(1, "parent"), (2, "child"), (3, "parent")]
     writer.close()

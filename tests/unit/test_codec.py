@@ -108,12 +108,13 @@ def test_a_plan_an_earlier_version_wrote_still_reads() -> None:
     ("change", "words"),
     [
         (lambda d: d["steps"][0].update(retry=7), "malformed"),
+        (lambda d: d["steps"][0].update(retry=-1), "malformed"),
         (lambda d: d["steps"][0].update(retry="0"), "malformed"),
         (lambda d: d["steps"][0].update(retry=True), "malformed"),
         (lambda d: d.pop("policies"), "malformed"),
         (lambda d: d.update(format=9), "unknown plan format 9"),
     ],
-    ids=["out of range", "not an int", "a bool", "no policies", "unknown format"],
+    ids=["out of range", "negative", "not an int", "a bool", "no policies", "unknown format"],
 )
 def test_a_garbled_policy_reference_is_a_serialization_error(change: Any, words: str) -> None:
     data = json.loads(encode_plan(mixed_plan(), registry, serializer))
