@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from . import clock
 from .context import StepKind
 from .operation import Call
 from .retry import RetryPolicy
@@ -61,6 +62,8 @@ class SagaPlan:
 
 
 _MS_BITS = 48
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 _RAND_B_BITS = 62
 
 
@@ -71,7 +74,7 @@ def new_saga_id() -> str:
     journal's indexes take a new saga at their end (a random uuid4 lands anywhere in them, each
     insert on another page); the other 74 bits are random.
     """
-    ms = (time.time_ns() // 1_000_000) & ((1 << _MS_BITS) - 1)
+    ms = ((clock.utcnow() - _EPOCH) // _MS) & ((1 << _MS_BITS) - 1)  # the one time seam
     rand = int.from_bytes(os.urandom(10), "big")  # 80 bits, of which 74 are used
     rand_a = rand >> 68  # 12 bits
     rand_b = rand & ((1 << _RAND_B_BITS) - 1)
