@@ -275,8 +275,9 @@ class Writer:
         finally:
             if not (ended and raw.is_valid):
                 if raw is self._held:
-                    self._held = None
-                raw.close()
+                    self._let_go()  # not kept: the next write takes a fresh one
+                else:
+                    raw.close()
             elif raw is not self._held:  # a held connection stays out, idle, for the next write
                 # As SQLAlchemy's Connection does: no reset (a ROLLBACK round trip on MySQL)
                 # for a connection whose transaction just ended.
